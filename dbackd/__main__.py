@@ -1,0 +1,6 @@
+"""`python -m dbackd` runs the same command line as `dbackd`."""
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,146 @@
+"""The `dbackd` command line: run the daemon, check a config, print the schema.
+
+Parses arguments, prints for people, and hands work to the daemon and the loader.
+Exit codes: 0 fine, 1 a check found problems (or the daemon failed), 2 a config that
+cannot be used at start-up.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from typing import Optional, Sequence
+
+from . import __version__, logs
+from .config import EMBEDDED_NAME, Config, ConfigError, load_embedded, load_file, schema_text, with_overrides
+
+EXIT_OK, EXIT_PROBLEMS, EXIT_BAD_CONFIG = 0, 1, 2
+
+
+def _config_option(p: argparse.ArgumentParser, default: object) -> None:
+    p.add_argument("-c", "--config", metavar="FILE", default=default,
+                   help="the YAML config (default: the embedded demo, examples/dback.yaml)")
+
+
+def _run_options(p: argparse.ArgumentParser, default: object) -> None:
+    _config_option(p, default)
+    p.add_argument("--host", default=default, help="address to listen on (overrides listen.host)")
+    p.add_argument("--port", type=int, default=default, help="port to listen on (overrides listen.port)")
+    p.add_argument("--static-dir", default=default, metavar="DIR",
+                   help="serve this directory at / (overrides static)")
+    p.add_argument("--log-level", choices=list(logs.LEVELS), default=default, help="overrides logging.level")
+    p.add_argument("--log-format", choices=["auto", "console", "json"], default=default,
+                   help="overrides logging.format (auto: readable on a terminal, JSON otherwise)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dbackd", description="A config-driven backend for the d-zone frontend.",
+        epilog="With no command, dbackd runs the daemon ('dbackd run').",
+    )
+    parser.add_argument("--version", action="version", version=f"dbackd {__version__}")
+    _run_options(parser, None)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # SUPPRESS keeps a sub-command from overwriting options given before it.
+    run = sub.add_parser("run", help="run the daemon (the default)")
+    _run_options(run, argparse.SUPPRESS)
+    check = sub.add_parser("check", help="validate a config and summarise it; exit 0 if usable, 1 if not")
+    _config_option(check, argparse.SUPPRESS)
+    schema_cmd = sub.add_parser("schema", help="print the config's JSON Schema")
+    schema_cmd.add_argument("--markdown", action="store_true", help="print the config reference as Markdown instead")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    command = args.command or "run"
+    if command == "schema":
+        if args.markdown:
+            from .config.reference import reference
+
+            sys.stdout.write(reference())
+        else:
+            sys.stdout.write(schema_text())
+        return EXIT_OK
+    if command == "check":
+        return check(args.config)
+    return run(args)
+
+
+def _load(path: Optional[str]) -> Config:
+    return load_file(path) if path else load_embedded()
+
+
+def _print_problems(exc: ConfigError) -> None:
+    for problem in exc.problems:
+        print(problem, file=sys.stderr)
+    n = len(exc.problems)
+    print(f"{n} problem{'s' if n != 1 else ''} found", file=sys.stderr)
+
+
+def check(path: Optional[str]) -> int:
+    try:
+        config = _load(path)
+    except ConfigError as exc:
+        _print_problems(exc)
+        return EXIT_PROBLEMS
+    print(summary(config))
+    return EXIT_OK
+
+
+def summary(config: Config) -> str:
+    lines = [f"{config.file or EMBEDDED_NAME}: OK",
+             f"listen   {config.listen.host}:{config.listen.port}"]
+    for m in config.static:
+        lines.append(f"static   {m.path} -> {m.dir or 'built-in page'} (socket also at {m.ws_path})")
+    lines.append(f"servers  {len(config.servers)}")
+    width_id = max(len(s.id) for s in config.servers)
+    width_name = max(len(s.name) for s in config.servers)
+    for s in config.servers:
+        n = len(s.users)
+        flags = []
+        if s.default:
+            flags.append("default")
+        if s.passworded:
+            flags.append("private" + (", legacy password" if s.password else ""))
+        lines.append(f"  {s.id:<{width_id}}  {s.name:<{width_name}}  {s.snowflake:>20}  "
+                     f"{n:>4} user{'s' if n != 1 else ' '}  {'  '.join(flags)}".rstrip())
+    lines += [f"note: {note}" for note in config.notes]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = with_overrides(_load(args.config), host=args.host, port=args.port, static_dir=args.static_dir)
+    except ConfigError as exc:
+        _print_problems(exc)
+        return EXIT_BAD_CONFIG
+    logs.configure(args.log_level or config.logging.level, args.log_format or config.logging.format)
+    try:
+        return asyncio.run(_serve(config))
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+async def _serve(config: Config) -> int:
+    import structlog
+
+    from .daemon import Daemon
+
+    log = structlog.get_logger("dbackd")
+    daemon = Daemon(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await daemon.start()
+    except OSError as exc:
+        log.error("daemon.listen_failed", host=config.listen.host, port=config.listen.port, error=str(exc))
+        return EXIT_PROBLEMS
+    try:
+        await stop.wait()
+    finally:
+        await daemon.stop()
+    return EXIT_OK

@@ -1,0 +1,67 @@
+"""A Markdown reference of every config key, generated from the JSON Schema.
+
+The README's config reference is this text, so the docs cannot drift from the schema
+(a test compares them). Formatting only; it does not validate anything.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .schema import schema
+
+
+def _deref(node: dict, root: dict) -> dict:
+    while "$ref" in node:
+        target = root
+        for part in node["$ref"].lstrip("#/").split("/"):
+            target = target[part]
+        node = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+    return node
+
+
+def _type(node: dict, root: dict) -> str:
+    node = _deref(node, root)
+    if "enum" in node:
+        return " \\| ".join(f"`{json.dumps(v)}`" for v in node["enum"])
+    if "const" in node:
+        return f"`{json.dumps(node['const'])}`"
+    if "anyOf" in node:
+        return " or ".join(_type(n, root) for n in node["anyOf"])
+    t = node.get("type", "")
+    if t == "array":
+        return f"list of {_type(node.get('items', {}), root)}"
+    if t == "string" and node.get("pattern"):
+        return "string"
+    return t or "any"
+
+
+def reference() -> str:
+    root = schema()
+    lines: list[str] = []
+
+    def walk(node: dict, path: str, required: set[str]) -> None:
+        node = _deref(node, root)
+        props = node.get("properties")
+        if not props:
+            items = node.get("items")
+            if node.get("type") == "array" and isinstance(items, dict) and "properties" in _deref(items, root):
+                walk(items, path + "[]", set())
+            return
+        for name, sub in props.items():
+            full = f"{path}.{name}" if path else name
+            resolved = _deref(sub, root)
+            default = ""
+            if resolved.get("default") not in (None, {}):
+                default = f" Default: `{json.dumps(resolved['default'])}`."
+            req = " **Required.**" if name in required else ""
+            desc = resolved.get("description", "")
+            lines.append(f"| `{full}` | {_type(sub, root)} | {desc}{req}{default} |")
+            walk(sub, full, set(_deref(sub, root).get("required", [])))
+
+    lines.append("| key | type | meaning |")
+    lines.append("|---|---|---|")
+    walk(root, "", set(root.get("required", [])))
+    return "\n".join(lines) + "\n"
+
+

@@ -1,0 +1,115 @@
+"""The JSON Schema that defines the config: loading it and checking data against it.
+
+Validation fills in the schema's `default` values, so defaults live in the schema and
+nowhere else, and turns jsonschema's errors into file-positioned Problems. It knows
+nothing about what the values mean.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import json
+from functools import lru_cache
+from importlib import resources
+from typing import Any, Iterator
+
+from jsonschema import Draft202012Validator, validators
+from jsonschema.exceptions import ValidationError
+
+from .errors import Problem
+from .source import Source
+
+
+@lru_cache(maxsize=1)
+def schema_text() -> str:
+    return resources.files("dbackd").joinpath("data/dback.schema.json").read_text(encoding="utf-8")
+
+
+@lru_cache(maxsize=1)
+def schema() -> dict:
+    return json.loads(schema_text())
+
+
+def _with_defaults(cls):
+    """A validator class that also writes `default` values into the instance.
+
+    The documented jsonschema recipe: defaults are set before properties are
+    validated, so a default is itself checked against its schema.
+    """
+    validate_properties = cls.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if isinstance(sub, dict) and "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return validators.extend(cls, {"properties": set_defaults})
+
+
+_DefaultingValidator = _with_defaults(Draft202012Validator)
+
+
+@lru_cache(maxsize=1)
+def _validator() -> Draft202012Validator:
+    s = schema()
+    Draft202012Validator.check_schema(s)
+    return _DefaultingValidator(s)
+
+
+def validate(source: Source) -> list[Problem]:
+    """Validate source.data in place (filling defaults); return the problems found."""
+    problems = []
+    for error in _validator().iter_errors(source.data):
+        problems.extend(_explain(source, error))
+    return problems
+
+
+def _explain(source: Source, error: ValidationError) -> Iterator[Problem]:
+    path = tuple(error.absolute_path)
+    custom = error.schema.get("x-error") if isinstance(error.schema, dict) else None
+    if error.validator == "additionalProperties":
+        allowed = list(error.schema.get("properties", {}))
+        extras = [k for k in error.instance if k not in allowed] if isinstance(error.instance, dict) else []
+        for key in extras:
+            hint = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+            msg = f"unknown key `{key}`"
+            msg += f" (did you mean `{hint[0]}`?)" if hint else f" (allowed: {', '.join(allowed)})"
+            yield source.problem(path + (key,), msg, key=True)
+        return
+    if error.validator == "required":
+        yield source.problem(path, f"missing required key {error.message.split(' is a required')[0]}")
+        return
+    if custom and error.validator in ("pattern", "anyOf", "oneOf", "type", "format"):
+        yield source.problem(path, custom)
+        return
+    if error.validator == "enum":
+        choices = ", ".join(json.dumps(c) for c in error.validator_value)
+        yield source.problem(path, f"{json.dumps(error.instance, default=str)} is not one of {choices}")
+        return
+    if error.validator == "type":
+        yield source.problem(path, f"must be of type {_type_names(error.validator_value)}, not {_kind(error.instance)}")
+        return
+    yield source.problem(path, error.message)
+
+
+def _type_names(value: Any) -> str:
+    names = value if isinstance(value, list) else [value]
+    return " or ".join(names)
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, dict):
+        return "mapping"
+    return type(value).__name__

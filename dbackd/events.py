@@ -1,0 +1,52 @@
+"""World changes as explicit, immutable event objects.
+
+Every change to the world is one of these. The world applies them and hands them to
+its subscribers (the hub, later other nodes); they carry plain data only, so they
+can be serialised and published elsewhere. Nothing here knows about sockets.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Union
+
+
+@dataclass(frozen=True)
+class PresenceChanged:
+    """A user's status changed, or the user appeared (with username), or left (delete)."""
+
+    server: str  # guild snowflake
+    uid: str
+    status: str
+    username: Optional[str] = None
+    role_color: Optional[str] = None
+    delete: bool = False
+
+
+@dataclass(frozen=True)
+class MessageSent:
+    server: str
+    uid: str
+    message: str
+    channel: str
+
+
+@dataclass(frozen=True)
+class ClientIdChanged:
+    server: str
+    client_id: str
+
+
+@dataclass(frozen=True)
+class ServerListChanged:
+    """Servers were added, removed, renamed or changed privacy; clients get a fresh list."""
+
+
+@dataclass(frozen=True)
+class ServerClosed:
+    """A server was removed or made private: its unauthenticated viewers lose their join."""
+
+    server: str
+    removed: bool  # True: gone; False: made private
+
+
+Event = Union[PresenceChanged, MessageSent, ClientIdChanged, ServerListChanged, ServerClosed]

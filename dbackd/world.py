@@ -1,0 +1,151 @@
+"""The live world: every server, its users and their current status. The single source of truth.
+
+State changes only through `World.apply(event)`; the convenience methods build the
+event and apply it. Each applied event is handed to the subscribers (the hub fans it
+out to sockets). The world never writes to a socket and never awaits.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator, Optional
+
+from . import protocol
+from .config import STATUSES, Config, Server
+from .events import ClientIdChanged, Event, MessageSent, PresenceChanged, ServerClosed, ServerListChanged
+
+Subscriber = Callable[[Event], None]
+
+
+class UnknownServer(LookupError):
+    pass
+
+
+class UnknownUser(LookupError):
+    pass
+
+
+@dataclass
+class UserState:
+    uid: str
+    username: str
+    status: str
+    role_color: str
+
+    def entry(self) -> dict:
+        return protocol.user_entry(self.uid, self.username, self.status, self.role_color)
+
+
+class ServerState:
+    """One server's declaration plus its live members."""
+
+    def __init__(self, info: Server):
+        self.info = info
+        self.users: dict[str, UserState] = {
+            u.uid: UserState(u.uid, u.username, u.status, u.role_color) for u in info.users
+        }
+        self.client_id: Optional[str] = None
+        self._users_json: Optional[bytes] = None
+
+    @property
+    def snowflake(self) -> str:
+        return self.info.snowflake
+
+    def users_json(self) -> bytes:
+        """The encoded users map for server-join, rebuilt only after a change."""
+        if self._users_json is None:
+            self._users_json = protocol.encode({uid: u.entry() for uid, u in self.users.items()})
+        return self._users_json
+
+    def invalidate(self) -> None:
+        self._users_json = None
+
+
+class World:
+    def __init__(self, config: Config):
+        self.config = config
+        self.servers: dict[str, ServerState] = {s.snowflake: ServerState(s) for s in config.servers}
+        self._subscribers: list[Subscriber] = []
+        self._server_list: Optional[dict] = None
+
+    # -- reading -------------------------------------------------------------------
+    def subscribe(self, fn: Subscriber) -> None:
+        self._subscribers.append(fn)
+
+    def unsubscribe(self, fn: Subscriber) -> None:
+        self._subscribers.remove(fn)
+
+    def resolve(self, ref: Optional[str]) -> Optional[ServerState]:
+        """By short id, "default", or snowflake."""
+        info = self.config.server(ref)
+        return self.servers.get(info.snowflake) if info else None
+
+    def server_list(self) -> dict:
+        if self._server_list is None:
+            self._server_list = {s.snowflake: s.info.public_info() for s in self.servers.values()}
+        return self._server_list
+
+    def __iter__(self) -> Iterator[ServerState]:
+        return iter(self.servers.values())
+
+    def get(self, ref: str) -> ServerState:
+        state = self.resolve(ref)
+        if state is None:
+            raise UnknownServer(ref)
+        return state
+
+    # -- changing ------------------------------------------------------------------
+    def apply(self, event: Event) -> None:
+        """The one place the world's state changes. Then every subscriber sees the event."""
+        if isinstance(event, PresenceChanged):
+            state = self.servers[event.server]
+            if event.delete:
+                state.users.pop(event.uid, None)
+            else:
+                user = state.users.get(event.uid)
+                if user is None:
+                    state.users[event.uid] = UserState(
+                        event.uid, event.username or event.uid, event.status, event.role_color or "#ffffff"
+                    )
+                else:
+                    user.status = event.status
+                    if event.username is not None:
+                        user.username = event.username
+                    if event.role_color is not None:
+                        user.role_color = event.role_color
+            state.invalidate()
+        elif isinstance(event, ClientIdChanged):
+            self.servers[event.server].client_id = event.client_id
+        elif isinstance(event, (ServerListChanged, ServerClosed)):
+            self._server_list = None
+        # MessageSent changes no state; it passes through so every listener sees it in order.
+        for fn in list(self._subscribers):
+            fn(event)
+
+    def set_presence(self, server: str, uid: str, status: str, username: Optional[str] = None,
+                     role_color: Optional[str] = None, delete: bool = False) -> PresenceChanged:
+        state = self.get(server)
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {', '.join(STATUSES)}")
+        known = uid in state.users
+        if delete and not known:
+            raise UnknownUser(uid)
+        if not known and not username:
+            raise UnknownUser(f"{uid} (a new user needs a username)")
+        event = PresenceChanged(state.snowflake, uid, status, username, role_color.lower() if role_color else None, delete)
+        self.apply(event)
+        return event
+
+    def say(self, server: str, uid: str, message: str, channel: str) -> MessageSent:
+        state = self.get(server)
+        if uid not in state.users:
+            raise UnknownUser(uid)
+        event = MessageSent(state.snowflake, uid, message, channel)
+        self.apply(event)
+        return event
+
+    def set_client_id(self, server: str, client_id: str) -> ClientIdChanged:
+        state = self.get(server)
+        event = ClientIdChanged(state.snowflake, client_id)
+        self.apply(event)
+        return event
+

@@ -1,0 +1,94 @@
+"""Shared fixtures: a real daemon on a loopback port and real WebSocket clients."""
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import aiohttp
+import pytest
+
+from dbackd.config import load_file, load_text, with_overrides
+from dbackd.daemon import Daemon
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "dback.yaml"
+RECV_TIMEOUT = 5.0  # an upper bound for a frame that must come; never a wait for luck
+
+
+class Client:
+    """A WebSocket client that speaks in protocol messages."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse):
+        self.ws = ws
+
+    async def recv(self) -> dict:
+        msg = await asyncio.wait_for(self.ws.receive(), RECV_TIMEOUT)
+        assert msg.type == aiohttp.WSMsgType.TEXT, f"expected a text frame, got {msg.type} {msg.data!r}"
+        return json.loads(msg.data)
+
+    async def recv_type(self, kind: str) -> dict:
+        message = await self.recv()
+        assert message["type"] == kind, message
+        return message
+
+    async def send(self, message: Any) -> None:
+        await self.ws.send_str(message if isinstance(message, str) else json.dumps(message))
+
+    async def connect(self, server: Any = "default", **extra: Any) -> dict:
+        await self.send({"type": "connect", "data": {"server": server, **extra}})
+        return await self.recv()
+
+    async def assert_quiet(self) -> None:
+        """Assert nothing else was sent: the server answers frames in order, so a probe's
+        reply arrives after anything it sent before it."""
+        await self.send({"type": "probe"})
+        message = await self.recv()
+        assert message == {"type": "error", "data": {"message": "Unknown event type"}}, message
+
+
+@pytest.fixture
+async def start_daemon():
+    """start_daemon(config_or_path=None, **overrides) -> a started Daemon on a free loopback port."""
+    daemons: list[Daemon] = []
+
+    async def start(config: Any = EXAMPLE, text: Optional[str] = None) -> Daemon:
+        if text is not None:
+            loaded = load_text(text, "test.yaml", ROOT)
+        elif isinstance(config, (str, Path)):
+            loaded = load_file(config)
+        else:
+            loaded = config
+        d = Daemon(with_overrides(loaded, host="127.0.0.1", port=0))
+        await d.start()
+        daemons.append(d)
+        return d
+
+    yield start
+    for d in daemons:
+        await d.stop()
+
+
+@pytest.fixture
+async def http():
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture
+async def open_client(http):
+    """open_client(daemon, path="/ws") -> Client with its server-list already read."""
+    clients: list[Client] = []
+
+    async def open_(daemon: Daemon, path: str = "/ws", read_list: bool = True) -> Client:
+        ws = await http.ws_connect(f"http://127.0.0.1:{daemon.port}{path}")
+        client = Client(ws)
+        clients.append(client)
+        if read_list:
+            await client.recv_type("server-list")
+        return client
+
+    yield open_
+    for c in clients:
+        await c.ws.close()

@@ -1,0 +1,23 @@
+"""The README stays true: its reference is the schema's, and CI runs the README's test command."""
+from __future__ import annotations
+
+import re
+
+from dbackd.config.reference import reference
+
+from .conftest import ROOT
+
+README = (ROOT / "README.md").read_text()
+
+
+def test_readme_reference_is_generated_from_the_schema():
+    section = re.search(r"<!-- reference:start -->\n(.*)<!-- reference:end -->", README, re.S)
+    assert section, "README has no reference section"
+    assert section.group(1) == reference(), "run: dbackd schema --markdown, and paste it into the README"
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = (ROOT / ".ci" / "run").read_text()
+    command = ci.strip().splitlines()[-1]
+    assert "pytest" in command
+    assert command in README

@@ -1,0 +1,118 @@
+"""Static mounts over real HTTP: right files, right types, and never a byte from outside a root."""
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+
+from dbackd.config import load_text
+
+SECRET = b"TOP-SECRET-BYTES"
+
+
+@pytest.fixture
+def site(tmp_path):
+    www = tmp_path / "www"
+    (www / "sub").mkdir(parents=True)
+    (www / "index.html").write_text("<h1>d-zone</h1>")
+    (www / "discord-callback.html").write_text("<p>callback</p>")
+    (www / "sub" / "style.css").write_text("body{}")
+    (www / "sub" / "app.js").write_text("let x=1")
+    (www / "sub" / "index.html").write_text("sub index")
+    (tmp_path / "secret.txt").write_bytes(SECRET)
+    os.symlink(tmp_path / "secret.txt", www / "link.txt")
+    os.symlink(tmp_path, www / "up")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "index.html").write_text("other root")
+    text = f"""
+static:
+  - {{path: /, dir: "{www}"}}
+  - {{path: /dzone/, dir: "{other}"}}
+servers: [{{snowflake: "1", id: a, name: A, default: true}}]
+"""
+    return load_text(text, str(tmp_path / "t.yaml"), tmp_path)
+
+
+async def raw_get(port: int, target: str) -> tuple[int, bytes]:
+    """Send a request line exactly as written (clients would normalise it)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode("latin-1"))
+    data = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    status = int(data.split(b" ", 2)[1])
+    return status, data
+
+
+@pytest.mark.parametrize("path, status, ctype, body", [
+    ("/", 200, "text/html", b"<h1>d-zone</h1>"),
+    ("/index.html", 200, "text/html", b"<h1>d-zone</h1>"),
+    ("/discord-callback.html", 200, "text/html", b"<p>callback</p>"),
+    ("/sub/style.css", 200, "text/css", b"body{}"),
+    ("/sub/app.js", 200, "javascript", b"let x=1"),
+    ("/sub/", 200, "text/html", b"sub index"),
+    ("/dzone/", 200, "text/html", b"other root"),
+    ("/missing.png", 404, None, None),
+])
+async def test_files(start_daemon, http, site, path, status, ctype, body):
+    d = await start_daemon(site)
+    async with http.get(f"http://127.0.0.1:{d.port}{path}") as r:
+        assert r.status == status
+        if ctype:
+            assert ctype in r.headers["Content-Type"]
+            assert await r.read() == body
+
+
+async def test_mount_without_slash_redirects(start_daemon, http, site):
+    d = await start_daemon(site)
+    async with http.get(f"http://127.0.0.1:{d.port}/dzone", allow_redirects=False) as r:
+        assert r.status == 301 and r.headers["Location"] == "/dzone/"
+
+
+@pytest.mark.parametrize("target", [
+    "/../secret.txt",
+    "/sub/../../secret.txt",
+    "/%2e%2e/secret.txt",
+    "/%2E%2E/%2e%2e/secret.txt",
+    "/sub/%2e%2e%2f%2e%2e%2fsecret.txt",
+    "/..%2fsecret.txt",
+    "/..\\secret.txt",
+    "/sub\\..\\..\\secret.txt",
+    "/%5c..%5csecret.txt",
+    "//etc/passwd",
+    "/etc/passwd",
+    "/link.txt",
+    "/up/secret.txt",
+    "/dzone/../secret.txt",
+    "/dzone/%2e%2e/www/link.txt",
+    "/index.html%00.png",
+    "/C:/secret.txt",
+])
+async def test_traversal_never_serves_outside(start_daemon, site, target):
+    d = await start_daemon(site)
+    status, data = await raw_get(d.port, target)
+    assert SECRET not in data
+    assert b"root:" not in data
+    assert status in (400, 403, 404), (target, status)
+
+
+async def test_builtin_page(start_daemon, http):
+    d = await start_daemon(text='servers: [{snowflake: "1", id: a, name: A}]')
+    async with http.get(f"http://127.0.0.1:{d.port}/") as r:
+        assert r.status == 200 and "text/html" in r.headers["Content-Type"]
+        assert "dbackd" in await r.text()
+
+
+async def test_version_and_health(start_daemon, http):
+    from dbackd import __version__
+
+    d = await start_daemon(text='servers: [{snowflake: "1", id: a, name: A}]')
+    async with http.get(f"http://127.0.0.1:{d.port}/api/version") as r:
+        assert await r.json() == {"version": __version__}
+    async with http.ws_connect(f"http://127.0.0.1:{d.port}/ws"):
+        async with http.get(f"http://127.0.0.1:{d.port}/healthz") as r:
+            health = await r.json()
+    assert health["status"] == "ok" and health["config"] == "test.yaml"
+    assert health["servers"] == 1 and health["connections"] == 1
+    assert health["loaded_at"].endswith("+00:00")

@@ -10,10 +10,13 @@ import argparse
 import asyncio
 import signal
 import sys
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 from . import __version__, logs
 from .config import EMBEDDED_NAME, Config, ConfigError, load_embedded, load_file, schema_text, with_overrides
+
+if TYPE_CHECKING:
+    from .daemon import Daemon
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_BAD_CONFIG = 0, 1, 2
 
@@ -29,6 +32,8 @@ def _run_options(p: argparse.ArgumentParser, default: object) -> None:
     p.add_argument("--port", type=int, default=default, help="port to listen on (overrides listen.port)")
     p.add_argument("--static-dir", default=default, metavar="DIR",
                    help="serve this directory at / (overrides static)")
+    p.add_argument("--no-watch", action="store_true", default=default,
+                   help="do not follow edits of the config file (reload with SIGHUP only)")
     p.add_argument("--log-level", choices=list(logs.LEVELS), default=default, help="overrides logging.level")
     p.add_argument("--log-format", choices=["auto", "console", "json"], default=default,
                    help="overrides logging.format (auto: readable on a terminal, JSON otherwise)")
@@ -47,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     _run_options(run, argparse.SUPPRESS)
     check = sub.add_parser("check", help="validate a config and summarise it; exit 0 if usable, 1 if not")
     _config_option(check, argparse.SUPPRESS)
+    check.add_argument("--diff", metavar="RUNNING",
+                       help="instead of a summary, show what a reload from RUNNING to this file would change")
+    tail = sub.add_parser("tail", help="join a server on a running daemon and print every frame it sends")
+    tail.add_argument("--url", default="ws://127.0.0.1:3000/ws", help="the daemon's socket (default: %(default)s)")
+    tail.add_argument("--server", default="default", help="server to join (default: %(default)s)")
+    tail.add_argument("--password", default=None, help="legacy password for a private server")
     schema_cmd = sub.add_parser("schema", help="print the config's JSON Schema")
     schema_cmd.add_argument("--markdown", action="store_true", help="print the config reference as Markdown instead")
     return parser
@@ -63,8 +74,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         else:
             sys.stdout.write(schema_text())
         return EXIT_OK
+    if command == "tail":
+        try:
+            return asyncio.run(tail_frames(args.url, args.server, args.password))
+        except KeyboardInterrupt:
+            return EXIT_OK
     if command == "check":
-        return check(args.config)
+        return check(args.config, getattr(args, "diff", None))
     return run(args)
 
 
@@ -79,13 +95,19 @@ def _print_problems(exc: ConfigError) -> None:
     print(f"{n} problem{'s' if n != 1 else ''} found", file=sys.stderr)
 
 
-def check(path: Optional[str]) -> int:
+def check(path: Optional[str], running: Optional[str] = None) -> int:
     try:
         config = _load(path)
+        before = load_file(running) if running else None
     except ConfigError as exc:
         _print_problems(exc)
         return EXIT_PROBLEMS
-    print(summary(config))
+    if before is not None:
+        from .config.diff import describe, diff
+
+        print("\n".join(describe(diff(before, config), before, config)))
+    else:
+        print(summary(config))
     return EXIT_OK
 
 
@@ -110,30 +132,52 @@ def summary(config: Config) -> str:
     return "\n".join(lines)
 
 
+async def tail_frames(url: str, server: str, password: Optional[str]) -> int:
+    """Print the frames a daemon sends to one joined client, one JSON line each."""
+    import aiohttp
+
+    request: dict = {"server": server}
+    if password:
+        request["password"] = password
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.ws_connect(url, timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5)) as ws:
+                await ws.send_json({"type": "connect", "data": request})
+                async for msg in ws:
+                    if msg.type == aiohttp.WSMsgType.TEXT:
+                        print(msg.data, flush=True)
+    except (aiohttp.ClientError, OSError) as exc:
+        print(f"dbackd tail: cannot reach {url}: {exc}", file=sys.stderr)
+        return EXIT_PROBLEMS
+    return EXIT_OK
+
+
 def run(args: argparse.Namespace) -> int:
+    from .daemon import Daemon
+
     try:
         config = with_overrides(_load(args.config), host=args.host, port=args.port, static_dir=args.static_dir)
     except ConfigError as exc:
         _print_problems(exc)
         return EXIT_BAD_CONFIG
     logs.configure(args.log_level or config.logging.level, args.log_format or config.logging.format)
+    daemon = Daemon(config, host=args.host, port=args.port, static_dir=args.static_dir, watch=not args.no_watch)
     try:
-        return asyncio.run(_serve(config))
+        return asyncio.run(_serve(daemon))
     except KeyboardInterrupt:
         return EXIT_OK
 
 
-async def _serve(config: Config) -> int:
+async def _serve(daemon: "Daemon") -> int:
     import structlog
 
-    from .daemon import Daemon
-
     log = structlog.get_logger("dbackd")
-    daemon = Daemon(config)
+    config = daemon.config
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, daemon.reloader.request)
     try:
         await daemon.start()
     except OSError as exc:

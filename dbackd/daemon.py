@@ -8,15 +8,17 @@ from __future__ import annotations
 import os
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping, Optional, Protocol, Union
+from typing import Any, Callable, Mapping, Optional, Protocol, Union
 
 import structlog
 from aiohttp import web
 
 from . import __version__
 from .access import Access
-from .config import EMBEDDED_NAME, Config, load_data, load_embedded, load_file
+from .config import EMBEDDED_NAME, Config, load_data, load_embedded, load_file, with_overrides
+from .config.diff import describe
 from .hub import Hub
+from .reload import Reloader
 from .session import Session
 from .web import create_app
 from .world import World
@@ -45,10 +47,23 @@ class Service(Protocol):
     async def stop(self) -> None: ...
 
 
+ReloadListener = Callable[[bool, Optional[str]], None]
+
+
 class Daemon:
-    def __init__(self, config: ConfigSource = None):
-        self.config = load(config)
+    def __init__(self, config: ConfigSource = None, *, host: Optional[str] = None, port: Optional[int] = None,
+                 static_dir: Optional[str] = None, watch: bool = True):
+        """`config`: a model, a file path, plain data, or None for the embedded default.
+
+        host/port/static_dir override the config (and keep doing so across reloads);
+        `watch` follows edits of the config file.
+        """
+        self._overrides = {"host": host, "port": port, "static_dir": static_dir}
+        self.config = with_overrides(load(config), **self._overrides)
         self.loaded_at = datetime.now(timezone.utc)
+        self.restart_required: tuple[str, ...] = ()
+        self._reload_started: list[Callable[[], None]] = []
+        self._reload_finished: list[ReloadListener] = []
         self.world = World(self.config)
         self.hub = Hub(self.world, self.config.limits)
         self.access = Access()
@@ -56,7 +71,8 @@ class Daemon:
         self.app = create_app(self)
         self._runner: Optional[web.AppRunner] = None
         self._site: Optional[web.TCPSite] = None
-        self.services: list[Service] = []
+        self.reloader = Reloader(self, watch=watch)
+        self.services: list[Service] = [self.reloader]
         self._started: list[Service] = []
 
     # -- lifecycle -----------------------------------------------------------------
@@ -89,6 +105,57 @@ class Daemon:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
+    # -- configuration ---------------------------------------------------------------
+    def load_config(self) -> Config:
+        """Read the running config's file again, with the same overrides. Blocking: run it in a thread."""
+        if self.config.file is None:
+            return self.config
+        return with_overrides(load_file(self.config.file), **self._overrides)
+
+    def config_sources(self) -> tuple[Path, ...]:
+        """Every file the running config was read from (what a reload watches)."""
+        return (Path(self.config.file).resolve(),) if self.config.file else ()
+
+    def apply_config(self, new: Config) -> list[str]:
+        """Make `new` the running config: the world moves in one step and clients see the changes.
+
+        Returns a line per change. Settings that cannot change live (listen, logging)
+        are kept as they are and reported in restart_required.
+        """
+        old = self.config
+        self.config = new
+        changes = self.world.reconfigure(new)
+        self.hub.limits = new.limits
+        self.loaded_at = datetime.now(timezone.utc)
+        self.restart_required = tuple(sorted(set(self.restart_required) | set(changes.restart_required)))
+        if changes.restart_required:
+            log.warning("reload.restart_required", keys=list(changes.restart_required))
+        for service in self.services:
+            on_config = getattr(service, "on_config", None)
+            if on_config is not None:
+                on_config(new)
+        return describe(changes, old, new)
+
+    async def reload(self) -> bool:
+        """Re-read the config file now and apply it; False if it was not usable."""
+        return await self.reloader.reload()
+
+    def on_reload(self, started: Optional[Callable[[], None]] = None,
+                  finished: Optional[ReloadListener] = None) -> None:
+        """Be told when a reload starts and how it ended (ok, error text)."""
+        if started is not None:
+            self._reload_started.append(started)
+        if finished is not None:
+            self._reload_finished.append(finished)
+
+    def reload_started(self) -> None:
+        for fn in self._reload_started:
+            fn()
+
+    def reload_finished(self, ok: bool, error: Optional[str]) -> None:
+        for fn in self._reload_finished:
+            fn(ok, error)
+
     # -- facts ---------------------------------------------------------------------
     @property
     def port(self) -> int:
@@ -119,4 +186,6 @@ class Daemon:
             "loaded_at": self.loaded_at.isoformat(),
             "servers": len(self.world.servers),
             "connections": len(self.hub.connections),
+            "reload": self.reloader.status(),
+            "restart_required": list(self.restart_required),
         }

@@ -7,7 +7,10 @@ can be serialised and published elsewhere. Nothing here knows about sockets.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import TYPE_CHECKING, Optional, Union
+
+if TYPE_CHECKING:
+    from .config import Config
 
 
 @dataclass(frozen=True)
@@ -49,4 +52,15 @@ class ServerClosed:
     removed: bool  # True: gone; False: made private
 
 
-Event = Union[PresenceChanged, MessageSent, ClientIdChanged, ServerListChanged, ServerClosed]
+@dataclass(frozen=True)
+class ConfigReplaced:
+    """A new declaration took over: servers are added, removed or updated in place.
+
+    Declared user changes follow as their own PresenceChanged events; live statuses of
+    users whose declaration did not change stay as they are.
+    """
+
+    config: "Config"
+
+
+Event = Union[PresenceChanged, MessageSent, ClientIdChanged, ServerListChanged, ServerClosed, ConfigReplaced]

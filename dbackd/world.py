@@ -11,7 +11,9 @@ from typing import Callable, Iterator, Optional
 
 from . import protocol
 from .config import STATUSES, Config, Server
-from .events import ClientIdChanged, Event, MessageSent, PresenceChanged, ServerClosed, ServerListChanged
+from .config.diff import ConfigDiff, diff
+from .events import (ClientIdChanged, ConfigReplaced, Event, MessageSent, PresenceChanged, ServerClosed,
+                     ServerListChanged)
 
 Subscriber = Callable[[Event], None]
 
@@ -115,11 +117,54 @@ class World:
             state.invalidate()
         elif isinstance(event, ClientIdChanged):
             self.servers[event.server].client_id = event.client_id
+        elif isinstance(event, ConfigReplaced):
+            previous = self.servers
+            self.servers = {}
+            for info in event.config.servers:
+                state = previous.get(info.snowflake) or ServerState(info)
+                state.info = info
+                self.servers[info.snowflake] = state
+            self.config = event.config
+            self._server_list = None
         elif isinstance(event, (ServerListChanged, ServerClosed)):
             self._server_list = None
         # MessageSent changes no state; it passes through so every listener sees it in order.
         for fn in list(self._subscribers):
             fn(event)
+
+    def reconfigure(self, new: Config) -> ConfigDiff:
+        """Move the world to a new declaration in one step, as a sequence of events.
+
+        Structural change first (ConfigReplaced), then who loses access, then the fresh
+        server list, then one presence per declared user that was added, removed or
+        changed. A changed user keeps its live status unless its declared status changed.
+        """
+        changes = diff(self.config, new)
+        self.apply(ConfigReplaced(new))
+        for snowflake in changes.servers_removed:
+            self.apply(ServerClosed(snowflake, removed=True))
+        for snowflake in changes.servers_made_private:
+            self.apply(ServerClosed(snowflake, removed=False))
+        if changes.server_list_changed:
+            self.apply(ServerListChanged())
+        for change in changes.users:
+            live = self.servers[change.server].users.get(change.uid)
+            if change.new is None:
+                if live is not None:
+                    self.apply(PresenceChanged(change.server, change.uid, live.status, delete=True))
+            elif change.old is None or live is None:
+                u = change.new
+                self.apply(PresenceChanged(change.server, u.uid, u.status, u.username, u.role_color))
+            else:
+                fields = change.fields
+                u = change.new
+                self.apply(PresenceChanged(
+                    change.server, u.uid,
+                    u.status if "status" in fields else live.status,
+                    u.username if "username" in fields else None,
+                    u.role_color if "role_color" in fields else None,
+                ))
+        return changes
 
     def set_presence(self, server: str, uid: str, status: str, username: Optional[str] = None,
                      role_color: Optional[str] = None, delete: bool = False) -> PresenceChanged:

@@ -60,15 +60,23 @@ def test_version_module_entry():
     assert out.stdout.strip() == f"dbackd {__version__}"
 
 
+async def read_until(proc, event: str) -> dict:
+    """Read the daemon's JSON log lines until `event` appears."""
+    while True:
+        line = await asyncio.wait_for(proc.stderr.readline(), 20)
+        assert line, f"the process ended before logging {event}"
+        record = json.loads(line)
+        if record["event"] == event:
+            return record
+
+
 async def test_real_process_serves_the_example_and_stops_on_sigterm():
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "dbackd", "-c", str(EXAMPLE), "--port", "0", "--log-format", "json",
         stderr=asyncio.subprocess.PIPE,
     )
     try:
-        line = await asyncio.wait_for(proc.stderr.readline(), 20)
-        started = json.loads(line)
-        assert started["event"] == "daemon.started"
+        started = await read_until(proc, "daemon.started")
         url = started["url"]
         async with aiohttp.ClientSession() as http:
             async with http.ws_connect(url + "ws") as ws:
@@ -103,3 +111,47 @@ def test_logs_redact_secrets():
     line = json.loads(stream.getvalue())
     assert line["discord_token"] == "[redacted]" and line["password"] == "[redacted]" and line["user"] == "nelly"
     assert "hunter2" not in stream.getvalue() and "abc.def" not in stream.getvalue()
+
+
+async def test_sighup_reloads_a_real_process(tmp_path):
+    config = tmp_path / "dback.yaml"
+    config.write_text('servers: [{snowflake: "1", id: a, name: A, default: true, users: [{uid: "2", username: b}]}]\n')
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "dbackd", "-c", str(config), "--port", "0", "--no-watch", "--log-format", "json",
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        url = (await read_until(proc, "daemon.started"))["url"]
+        async with aiohttp.ClientSession() as http:
+            async with http.ws_connect(url + "ws") as ws:
+                await ws.receive(timeout=RECV_TIMEOUT)
+                await ws.send_json({"type": "connect", "data": {"server": "a"}})
+                await ws.receive(timeout=RECV_TIMEOUT)
+                config.write_text(config.read_text().replace("username: b}", "username: b, status: dnd}"))
+                proc.send_signal(signal.SIGHUP)
+                presence = json.loads((await ws.receive(timeout=RECV_TIMEOUT)).data)
+                assert presence == {"type": "presence", "server": "1", "data": {"uid": "2", "status": "dnd"}}
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_tail_prints_frames(start_daemon, capsys):
+    from dbackd.cli import tail_frames
+
+    d = await start_daemon(EXAMPLE)
+    task = asyncio.ensure_future(tail_frames(f"ws://127.0.0.1:{d.port}/ws", "docs", None))
+
+    async def joined() -> None:
+        while not d.hub.members.get("482241773318701056"):
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(joined(), RECV_TIMEOUT)
+    await d.stop()  # closes the socket: tail ends
+    assert await asyncio.wait_for(task, RECV_TIMEOUT) == 0
+    lines = [json.loads(l) for l in capsys.readouterr().out.splitlines() if l.startswith("{")]
+    assert [m["type"] for m in lines] == ["server-list", "server-join"]
+    assert lines[1]["data"]["serverName"] == "Docs (WIP)"

@@ -1,0 +1,104 @@
+"""What changed between two config models, in terms a reload (or a person) can act on.
+
+Pure comparison of declarations: it does not know the live world (statuses moved by
+the simulation or the API), so it reports declared changes and leaves turning them
+into events to the world.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from .model import Config, User
+
+
+@dataclass(frozen=True)
+class UserChange:
+    server: str  # snowflake
+    uid: str
+    old: Optional[User]  # None: added
+    new: Optional[User]  # None: removed
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """Which declared fields differ (for a changed user)."""
+        if self.old is None or self.new is None:
+            return ()
+        return tuple(f for f in ("username", "status", "role_color") if getattr(self.old, f) != getattr(self.new, f))
+
+
+@dataclass(frozen=True)
+class ConfigDiff:
+    servers_added: tuple[str, ...] = ()
+    servers_removed: tuple[str, ...] = ()
+    servers_made_private: tuple[str, ...] = ()
+    server_list_changed: bool = False
+    users: tuple[UserChange, ...] = ()
+    static_changed: bool = False
+    limits_changed: bool = False
+    restart_required: tuple[str, ...] = field(default=())  # keys that only take effect on restart
+
+    @property
+    def empty(self) -> bool:
+        return not (self.servers_added or self.servers_removed or self.server_list_changed or self.users
+                    or self.static_changed or self.limits_changed or self.restart_required)
+
+
+def diff(old: Config, new: Config) -> ConfigDiff:
+    before = {s.snowflake: s for s in old.servers}
+    after = {s.snowflake: s for s in new.servers}
+    users: list[UserChange] = []
+    for snowflake, new_server in after.items():
+        old_server = before.get(snowflake)
+        if old_server is None:
+            continue  # nobody has joined a server that did not exist
+        old_users = {u.uid: u for u in old_server.users}
+        new_users = {u.uid: u for u in new_server.users}
+        for uid in list(old_users) + [u for u in new_users if u not in old_users]:
+            a, b = old_users.get(uid), new_users.get(uid)
+            if a != b:
+                users.append(UserChange(snowflake, uid, a, b))
+    restart = []
+    if old.listen != new.listen:
+        restart.append("listen")
+    if old.logging != new.logging:
+        restart.append("logging")
+    return ConfigDiff(
+        servers_added=tuple(s for s in after if s not in before),
+        servers_removed=tuple(s for s in before if s not in after),
+        servers_made_private=tuple(
+            s for s in after if s in before and after[s].passworded and not before[s].passworded
+        ),
+        server_list_changed=[(s.snowflake, s.public_info()) for s in old.servers]
+        != [(s.snowflake, s.public_info()) for s in new.servers],
+        users=tuple(users),
+        static_changed=old.static != new.static,
+        limits_changed=old.limits != new.limits,
+        restart_required=tuple(restart),
+    )
+
+
+def describe(d: ConfigDiff, old: Config, new: Config) -> list[str]:
+    """One line per change, for `dbackd check --diff` and the reload log."""
+    names = {s.snowflake: s.id for s in old.servers} | {s.snowflake: s.id for s in new.servers}
+    lines = [f"+ server {names[s]} ({s})" for s in d.servers_added]
+    lines += [f"- server {names[s]} ({s}): its clients get an error and lose their join" for s in d.servers_removed]
+    lines += [f"~ server {names[s]} is now private: clients that did not authenticate lose their join"
+              for s in d.servers_made_private]
+    if d.server_list_changed:
+        lines.append("~ server list changed: every client gets a fresh server-list and rejoins")
+    for c in d.users:
+        where = names[c.server]
+        if c.old is None:
+            lines.append(f"+ user {where}/{c.uid} {c.new.username} ({c.new.status}, {c.new.role_color})")  # type: ignore[union-attr]
+        elif c.new is None:
+            lines.append(f"- user {where}/{c.uid} {c.old.username}")
+        else:
+            changes = ", ".join(f"{f}: {getattr(c.old, f)} -> {getattr(c.new, f)}" for f in c.fields)
+            lines.append(f"~ user {where}/{c.uid} {changes}")
+    if d.static_changed:
+        lines.append("~ static mounts changed: served from the next request")
+    if d.limits_changed:
+        lines.append("~ limits changed: buffer limits apply now, frame size and heartbeat to new sockets")
+    lines += [f"! {key} changed: takes effect only after a restart" for key in d.restart_required]
+    return lines or ["no changes"]

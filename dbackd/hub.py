@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import struct
+from collections import deque
 from typing import Optional
 
 import structlog
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 from . import protocol
 from .config import Limits
@@ -30,10 +31,46 @@ CLOSE_TRY_AGAIN_LATER = 1013
 _SLOW_CLOSE_GRACE = 2.0  # seconds a dropped slow client gets to take its close frame
 
 
+class Outbox:
+    """Ordered outbound queue of a socket that negotiated permessage-deflate.
+
+    Such a socket compresses with its own deflate context, so frame bytes cannot be
+    shared and each frame must pass through aiohttp's writer; one owned task drains
+    the queue in order. Uncompressed sockets need none of this.
+    """
+
+    __slots__ = ("ws", "queue", "bytes", "_wake", "_task")
+
+    def __init__(self, ws: web.WebSocketResponse):
+        self.ws = ws
+        self.queue: deque[bytes] = deque()
+        self.bytes = 0
+        self._wake = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._drain())
+
+    def put(self, payload: bytes) -> None:
+        self.queue.append(payload)
+        self.bytes += len(payload)
+        self._wake.set()
+
+    async def _drain(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self.queue:
+                payload = self.queue.popleft()
+                self.bytes -= len(payload)
+                await self.ws.send_frame(payload, WSMsgType.TEXT)
+
+    async def close(self) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+
 class Connection:
     """One client socket as the hub sees it."""
 
-    __slots__ = ("id", "ws", "transport", "peer", "server", "authenticated", "dropped", "frames")
+    __slots__ = ("id", "ws", "transport", "peer", "server", "authenticated", "dropped", "frames", "outbox")
 
     def __init__(self, ws: web.WebSocketResponse, request: web.Request):
         self.id = next(_ids)
@@ -44,10 +81,16 @@ class Connection:
         self.authenticated: Optional[str] = None  # snowflake this socket proved access to
         self.dropped = False
         self.frames = 0
+        self.outbox: Optional[Outbox] = Outbox(ws) if ws.compress else None
 
     @property
     def open(self) -> bool:
         return not self.dropped and self.transport is not None and not self.transport.is_closing()
+
+    def backlog(self) -> int:
+        """Bytes written for this client that it has not taken yet."""
+        queued = self.outbox.bytes if self.outbox is not None else 0
+        return self.transport.get_write_buffer_size() + queued
 
 
 class Hub:
@@ -138,11 +181,13 @@ class Hub:
         """Write a frame to one socket, or drop the socket if it is too far behind."""
         if not conn.open:
             return False
-        transport = conn.transport
-        if transport.get_write_buffer_size() + len(message.frame) > self.limits.send_buffer_bytes:
+        if conn.backlog() + len(message.frame) > self.limits.send_buffer_bytes:
             self._drop_slow(conn)
             return False
-        transport.write(message.frame)
+        if conn.outbox is not None:
+            conn.outbox.put(message.payload)
+        else:
+            conn.transport.write(message.frame)
         conn.frames += 1
         self.frames_sent += 1
         return True
@@ -158,9 +203,11 @@ class Hub:
     def _drop_slow(self, conn: Connection) -> None:
         conn.dropped = True
         self.slow_dropped += 1
+        if conn.outbox is not None:
+            conn.outbox.queue.clear()  # the close frame must be the last thing it is sent
         self.leave(conn)
         log.warning("socket.dropped_slow", conn=conn.id, peer=conn.peer,
-                    buffered=conn.transport.get_write_buffer_size(), limit=self.limits.send_buffer_bytes)
+                    buffered=conn.backlog(), limit=self.limits.send_buffer_bytes)
         reason = b"client too slow"
         close = struct.pack("!BB", 0x88, 2 + len(reason)) + struct.pack("!H", CLOSE_TRY_AGAIN_LATER) + reason
         conn.transport.write(close)

@@ -87,7 +87,7 @@ async def socket(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(
         heartbeat=limits.heartbeat or None,
         max_msg_size=limits.max_message_bytes,
-        compress=False,
+        compress=daemon.config.websocket.compression,
     )
     await ws.prepare(request)
     conn = Connection(ws, request)
@@ -111,6 +111,8 @@ async def socket(request: web.Request) -> web.WebSocketResponse:
                 break
     finally:
         hub.remove(conn)
+        if conn.outbox is not None:
+            await conn.outbox.close()
         log.info("socket.closed", conn=conn.id, code=ws.close_code, frames=conn.frames)
     return ws
 

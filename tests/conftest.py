@@ -9,7 +9,7 @@ from typing import Any, Optional
 import aiohttp
 import pytest
 
-from dbackd.config import load_file, load_text, with_overrides
+from dbackd.config import load_file, load_text
 from dbackd.daemon import Daemon
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,7 +60,7 @@ async def start_daemon():
             loaded = load_file(config)
         else:
             loaded = config
-        d = Daemon(with_overrides(loaded, host="127.0.0.1", port=0))
+        d = Daemon(loaded, host="127.0.0.1", port=0, watch=text is None and isinstance(config, (str, Path)))
         await d.start()
         daemons.append(d)
         return d

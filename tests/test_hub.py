@@ -1,0 +1,147 @@
+"""The hub's fan-out: one encode per broadcast, order kept, slow clients dropped alone."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import socket
+
+import aiohttp
+import pytest
+
+from dbackd import protocol
+from dbackd.config import load_text
+
+from .conftest import ROOT, RECV_TIMEOUT
+
+CONFIG = """
+servers:
+  - snowflake: "1"
+    id: a
+    name: A
+    default: true
+    users: [{uid: "11", username: x}, {uid: "12", username: y}]
+  - {snowflake: "2", id: b, name: B, users: [{uid: "21", username: z}]}
+limits: {send_buffer_bytes: 262144}
+"""
+
+
+async def test_one_encode_per_broadcast(start_daemon, open_client, monkeypatch):
+    d = await start_daemon(text=CONFIG)
+    clients = [await open_client(d) for _ in range(5)]
+    for c in clients:
+        await c.connect("a")
+    calls = []
+    real = protocol.encode
+    monkeypatch.setattr(protocol, "encode", lambda m: calls.append(m) or real(m))
+    d.world.set_presence("a", "11", "idle")
+    assert len(calls) == 1
+    for c in clients:
+        assert (await c.recv_type("presence"))["data"] == {"uid": "11", "status": "idle"}
+
+
+async def test_join_reencodes_only_changed_users(start_daemon, open_client, monkeypatch):
+    d = await start_daemon(text=CONFIG)
+    first = await open_client(d)
+    await first.connect("a")
+    state = d.world.servers["1"]
+    cached = state.users_json()
+    assert state.users_json() is cached  # nothing changed: the same bytes
+    d.world.set_presence("a", "12", "dnd")
+    calls = []
+    real = protocol.encode
+    monkeypatch.setattr(protocol, "encode", lambda m: calls.append(m) or real(m))
+    late = await open_client(d)
+    users = (await late.connect("a"))["data"]["users"]
+    assert users["12"]["status"] == "dnd" and users["11"]["status"] == "online"
+    encoded_users = [c for c in calls if "type" not in c and "request" not in c]
+    assert encoded_users == [{"12": {"uid": "12", "username": "y", "status": "dnd", "roleColor": "#ffffff"}}]
+
+
+async def test_order_is_kept_per_socket(start_daemon, open_client):
+    d = await start_daemon(text=CONFIG)
+    a, b = await open_client(d), await open_client(d)
+    await a.connect("a")
+    await b.connect("a")
+    for i in range(500):
+        d.world.say("a", "11", str(i), "c")
+    for c in (a, b):
+        assert [(await c.recv())["data"]["message"] for _ in range(500)] == [str(i) for i in range(500)]
+
+
+async def raw_joined_socket(port: int) -> socket.socket:
+    """A client that joins and then never reads: a tiny receive buffer, as a stalled browser."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(sock, ("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    await loop.sock_sendall(sock, (
+        f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+    payload = b'{"type":"connect","data":{"server":"a"}}'
+    mask = os.urandom(4)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    await loop.sock_sendall(sock, bytes([0x81, 0x80 | len(payload)]) + mask + masked)
+    return sock
+
+
+async def test_slow_consumer_is_dropped_and_others_are_unaffected(start_daemon, open_client):
+    d = await start_daemon(text=CONFIG)
+    fast = await open_client(d)
+    await fast.connect("a")
+    stalled = await raw_joined_socket(d.port)
+
+    async def members() -> None:
+        while len(d.hub.members.get("1", ())) < 2:
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(members(), RECV_TIMEOUT)
+    text = "x" * 60000
+    received = 0
+    for i in range(300):  # ~18 MB to each member: more than kernel buffers plus the limit
+        d.world.say("a", "11", f"{i}:{text}", "c")
+        msg = await fast.recv()  # the fast client keeps up, event by event
+        assert msg["data"]["message"].startswith(f"{i}:")
+        received += 1
+    assert received == 300
+    assert d.hub.slow_dropped == 1
+    assert d.hub.count("1") == 1  # only the fast client is still a member
+    # The stalled socket is closed: it is aborted after the grace period, at the latest.
+    loop = asyncio.get_running_loop()
+
+    async def closed() -> None:
+        while True:
+            data = await loop.sock_recv(stalled, 1 << 20)
+            if not data:
+                return
+
+    await asyncio.wait_for(closed(), RECV_TIMEOUT)
+    stalled.close()
+
+
+async def test_server_isolation(start_daemon, open_client):
+    d = await start_daemon(text=CONFIG)
+    on_a, on_b = await open_client(d), await open_client(d)
+    await on_a.connect("a")
+    await on_b.connect("b")
+    d.world.set_presence("b", "21", "dnd")
+    assert (await on_b.recv_type("presence"))["server"] == "2"
+    await on_a.assert_quiet()
+
+
+async def test_compression_is_a_config_choice(start_daemon, http):
+    d = await start_daemon(load_text(CONFIG + "websocket: {compression: true}\n", "t.yaml", ROOT))
+    async with http.ws_connect(f"http://127.0.0.1:{d.port}/ws", compress=15) as ws:
+        assert ws.compress == 15  # negotiated permessage-deflate
+        assert (await ws.receive_json(timeout=RECV_TIMEOUT))["type"] == "server-list"
+        await ws.send_json({"type": "connect", "data": {"server": "a"}})
+        assert (await ws.receive_json(timeout=RECV_TIMEOUT))["type"] == "server-join"
+        for i in range(50):
+            d.world.say("a", "11", f"hello {i}", "c")
+        got = [(await ws.receive_json(timeout=RECV_TIMEOUT))["data"]["message"] for _ in range(50)]
+        assert got == [f"hello {i}" for i in range(50)]
+    off = await start_daemon(text=CONFIG)
+    async with http.ws_connect(f"http://127.0.0.1:{off.port}/ws", compress=15) as ws:
+        assert not ws.compress  # off by default: the offer is declined

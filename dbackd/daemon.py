@@ -186,6 +186,8 @@ class Daemon:
             "loaded_at": self.loaded_at.isoformat(),
             "servers": len(self.world.servers),
             "connections": len(self.hub.connections),
+            "frames_sent": self.hub.frames_sent,
+            "dropped_slow": self.hub.slow_dropped,
             "reload": self.reloader.status(),
             "restart_required": list(self.restart_required),
         }

@@ -2,7 +2,8 @@
 
 It keeps every open connection and, per server, the connections joined to it. A world
 event is encoded once and the same frame bytes are written to each member's
-transport without awaiting, so no client waits on another. Each socket's outbound
+transport without awaiting, so no client waits on another; events that arrive in the
+same loop iteration go out together, one write per socket. Each socket's outbound
 buffer is bounded: a client that falls behind past `limits.send_buffer_bytes` is
 disconnected (1013) instead of growing memory. The hub changes no world state.
 """
@@ -12,7 +13,7 @@ import asyncio
 import itertools
 import struct
 from collections import deque
-from typing import Optional
+from typing import Optional, Sequence
 
 import structlog
 from aiohttp import WSMsgType, web
@@ -29,6 +30,7 @@ _ids = itertools.count(1)
 
 CLOSE_TRY_AGAIN_LATER = 1013
 _SLOW_CLOSE_GRACE = 2.0  # seconds a dropped slow client gets to take its close frame
+WRITES_PER_TURN = 1000  # socket writes per event-loop turn while a broadcast goes out
 
 
 class Outbox:
@@ -70,7 +72,7 @@ class Outbox:
 class Connection:
     """One client socket as the hub sees it."""
 
-    __slots__ = ("id", "ws", "transport", "peer", "server", "authenticated", "dropped", "frames", "outbox")
+    __slots__ = ("id", "ws", "transport", "peer", "server", "authenticated", "dropped", "frames", "outbox", "staged")
 
     def __init__(self, ws: web.WebSocketResponse, request: web.Request):
         self.id = next(_ids)
@@ -82,6 +84,7 @@ class Connection:
         self.dropped = False
         self.frames = 0
         self.outbox: Optional[Outbox] = Outbox(ws) if ws.compress else None
+        self.staged = 0  # writes for this socket waiting in the hub's work queue
 
     @property
     def open(self) -> bool:
@@ -102,11 +105,20 @@ class Hub:
         self.frames_sent = 0
         self.slow_dropped = 0
         self._aborts: dict[Connection, asyncio.TimerHandle] = {}
+        # Broadcasts wait here until the end of the loop iteration, so events that
+        # arrive together reach each socket in one write (one syscall, not one per event).
+        self._queue: list[tuple[Optional[str], Outgoing]] = []  # (server, or None: everyone)
+        self._work: deque[tuple[Connection, bytes, Sequence[Outgoing]]] = deque()  # staged writes
+        self._flush_scheduled = False
         world.subscribe(self.on_event)
 
     # -- membership ----------------------------------------------------------------
+    # Every membership change stages queued broadcasts first (recipients are fixed at
+    # that moment), so each socket gets exactly the events of the time it was a member.
+
     def add(self, conn: Connection) -> None:
         """A socket opened: it gets the server list first (the client relies on it)."""
+        self._stage()
         self.connections.add(conn)
         self.send(conn, Outgoing.of(protocol.server_list(self.world.server_list())))
 
@@ -124,13 +136,15 @@ class Hub:
         server exactly once and nothing from before its snapshot.
         """
         self.leave(conn)
+        if not conn.open:
+            return
         conn.authenticated = state.snowflake if authenticated else None
-        message = protocol.server_join(state.users_json(), request_server, state.info.name, state.client_id)
-        if self.send(conn, message):
-            conn.server = state.snowflake
-            self.members.setdefault(state.snowflake, set()).add(conn)
+        self.send(conn, protocol.server_join(state.users_json(), request_server, state.info.name, state.client_id))
+        conn.server = state.snowflake
+        self.members.setdefault(state.snowflake, set()).add(conn)
 
     def leave(self, conn: Connection) -> None:
+        self._stage()
         if conn.server is not None:
             members = self.members.get(conn.server)
             if members is not None:
@@ -158,41 +172,128 @@ class Hub:
         if message is not None:
             self.broadcast(event.server, Outgoing.of(message))  # type: ignore[union-attr]
 
-    def broadcast(self, server: str, message: Outgoing) -> int:
-        """Write one encoded message to every member of a server; returns how many got it."""
-        members = self.members.get(server)
+    def broadcast(self, server: str, message: Outgoing) -> None:
+        """Queue one encoded message for every member of a server."""
+        self._enqueue(server, message)
+
+    def broadcast_all(self, message: Outgoing) -> None:
+        """Queue one encoded message for every open socket."""
+        self._enqueue(None, message)
+
+    def _enqueue(self, target: Optional[str], message: Outgoing) -> None:
+        self._queue.append((target, message))
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if self._flush_scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a tool driving the world directly): write now
+            self.flush()
+            return
+        self._flush_scheduled = True
+        loop.call_soon(self._flush_some)
+
+    def _flush_some(self) -> None:
+        """The scheduled flush: at most WRITES_PER_TURN writes, then let the loop breathe.
+
+        A broadcast to 10,000 sockets is 10,000 system calls; done in slices, accepts,
+        joins and pings keep being served while it goes out.
+        """
+        self._flush_scheduled = False
+        self._stage()
+        self._drain(WRITES_PER_TURN)
+        if self._work:
+            self._schedule()
+
+    def flush(self) -> None:
+        """Write everything queued and in progress, now (before any change of membership)."""
+        self._stage()
+        self._drain(None)
+
+    def _stage(self) -> None:
+        """Turn queued broadcasts into per-socket writes; each socket gets its frames in one write."""
+        if not self._queue:
+            return
+        queue, self._queue = self._queue, []
+        work = self._work
+        target = queue[0][0]
+        if all(t == target for t, _ in queue):
+            # The common case: one server's events. Join the frames once for everyone.
+            messages = [m for _, m in queue]
+            data = messages[0].frame if len(messages) == 1 else b"".join(m.frame for m in messages)
+            recipients = self._recipients(target)
+            for conn in recipients:
+                conn.staged += 1
+            work.extend((conn, data, messages) for conn in recipients)
+            return
+        per_conn: dict[Connection, list[Outgoing]] = {}
+        for target, message in queue:
+            for conn in self._recipients(target):
+                per_conn.setdefault(conn, []).append(message)
+        for conn, messages in per_conn.items():
+            conn.staged += 1
+            work.append((conn, b"".join(m.frame for m in messages), messages))
+
+    def _drain(self, limit: Optional[int]) -> None:
+        work, write = self._work, self._write
+        n = len(work) if limit is None else min(limit, len(work))
+        for _ in range(n):
+            conn, data, messages = work.popleft()
+            conn.staged -= 1
+            write(conn, data, messages)
+
+    def _recipients(self, target: Optional[str]) -> list[Connection]:
+        if target is None:
+            return list(self.connections)
+        members = self.members.get(target)
         if not members:
-            return 0
-        state = self.world.servers.get(server)
-        private = state is not None and state.info.passworded
-        sent = 0
+            return []
+        state = self.world.servers.get(target)
+        if state is None or not state.info.passworded:
+            return list(members)
+        allowed = []
         for conn in list(members):
-            if private and conn.authenticated != server:
+            if conn.authenticated == target:
+                allowed.append(conn)
+            else:
                 # Never let a private server's events reach a socket that did not prove access.
                 self.leave(conn)
-                continue
-            sent += self.send(conn, message)
-        return sent
+        return allowed
 
-    def broadcast_all(self, message: Outgoing) -> int:
-        return sum(self.send(conn, message) for conn in list(self.connections))
+    def send(self, conn: Connection, message: Outgoing) -> None:
+        """One message to one socket, after everything that socket was due before it.
 
-    def send(self, conn: Connection, message: Outgoing) -> bool:
-        """Write a frame to one socket, or drop the socket if it is too far behind."""
+        Written at once when nothing of its own is waiting (a new client's join does
+        not wait behind a big broadcast to everyone else), else queued behind that.
+        """
+        self._stage()
+        if conn.staged == 0:
+            self._write(conn, message.frame, (message,))
+            return
+        conn.staged += 1
+        self._work.append((conn, message.frame, (message,)))
+        self._schedule()
+
+    def _write(self, conn: Connection, data: bytes, messages: Sequence[Outgoing]) -> bool:
+        """Write frames to one socket, or drop the socket if it is too far behind."""
         if not conn.open:
             return False
-        if conn.backlog() + len(message.frame) > self.limits.send_buffer_bytes:
+        if conn.backlog() + len(data) > self.limits.send_buffer_bytes:
             self._drop_slow(conn)
             return False
         if conn.outbox is not None:
-            conn.outbox.put(message.payload)
+            for message in messages:
+                conn.outbox.put(message.payload)
         else:
-            conn.transport.write(message.frame)
-        conn.frames += 1
-        self.frames_sent += 1
+            conn.transport.write(data)
+        conn.frames += len(messages)
+        self.frames_sent += len(messages)
         return True
 
     def _close_server(self, event: ServerClosed) -> None:
+        self._stage()
         text = protocol.SERVER_GONE if event.removed else protocol.SERVER_PRIVATE
         notice = Outgoing.of(protocol.error(text))
         for conn in list(self.members.get(event.server, ())):
@@ -222,6 +323,7 @@ class Hub:
     # -- shutdown ------------------------------------------------------------------
     async def close_all(self, code: int, message: str, timeout: float = 2.0) -> None:
         """Close every socket with a close frame; used on shutdown."""
+        self.flush()
         for handle in self._aborts.values():
             handle.cancel()
         self._aborts.clear()

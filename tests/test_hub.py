@@ -145,3 +145,31 @@ async def test_compression_is_a_config_choice(start_daemon, http):
     off = await start_daemon(text=CONFIG)
     async with http.ws_connect(f"http://127.0.0.1:{off.port}/ws", compress=15) as ws:
         assert not ws.compress  # off by default: the offer is declined
+
+
+async def test_events_before_a_switch_arrive_before_the_new_join(start_daemon, open_client):
+    d = await start_daemon(text=CONFIG)
+    mover = await open_client(d)
+    await mover.connect("a")
+    d.world.say("a", "11", "said while a member", "c")  # queued until the end of this iteration
+    await mover.send({"type": "connect", "data": {"server": "b"}})
+    assert (await mover.recv_type("message"))["data"]["message"] == "said while a member"
+    assert (await mover.recv_type("server-join"))["data"]["serverName"] == "B"
+    d.world.say("a", "11", "said after it left", "c")
+    await mover.assert_quiet()
+
+
+async def test_many_events_in_one_iteration_are_one_write_per_socket(start_daemon, open_client, monkeypatch):
+    d = await start_daemon(text=CONFIG)
+    clients = [await open_client(d) for _ in range(3)]
+    for c in clients:
+        await c.connect("a")
+    writes = []
+    for conn in d.hub.connections:
+        real = conn.transport.write
+        monkeypatch.setattr(conn.transport, "write", lambda data, real=real: writes.append(data) or real(data))
+    for i in range(10):
+        d.world.say("a", "11", str(i), "c")
+    for c in clients:
+        assert [(await c.recv())["data"]["message"] for _ in range(10)] == [str(i) for i in range(10)]
+    assert len(writes) == 3

@@ -43,7 +43,7 @@ class ServerState:
         self.users: dict[str, UserState] = {
             u.uid: UserState(u.uid, u.username, u.status, u.role_color) for u in info.users
         }
-        self.client_id: Optional[str] = None
+        self.client_id: Optional[str] = info.oauth.client_id  # update-clientid may change it later
         self._users_json: Optional[bytes] = None
 
     @property

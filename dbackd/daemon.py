@@ -17,6 +17,7 @@ from . import __version__
 from .access import Access
 from .config import EMBEDDED_NAME, Config, load_data, load_embedded, load_file
 from .hub import Hub
+from .oauth import OAuthService
 from .session import Session
 from .web import create_app
 from .world import World
@@ -51,12 +52,13 @@ class Daemon:
         self.loaded_at = datetime.now(timezone.utc)
         self.world = World(self.config)
         self.hub = Hub(self.world, self.config.limits)
-        self.access = Access()
+        self.oauth = OAuthService(self.config)
+        self.access = Access(self.oauth.verify)
         self.session = Session(self.world, self.hub, self.access)
         self.app = create_app(self)
         self._runner: Optional[web.AppRunner] = None
         self._site: Optional[web.TCPSite] = None
-        self.services: list[Service] = []
+        self.services: list[Service] = [self.oauth]
         self._started: list[Service] = []
 
     # -- lifecycle -----------------------------------------------------------------

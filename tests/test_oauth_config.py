@@ -4,9 +4,10 @@ from __future__ import annotations
 import pytest
 
 from dbackd.cli import main
-from dbackd.config import ConfigError, OAuth, load_data, load_file, load_text
+from dbackd.config import ConfigError, OAuth, load_data, load_file
 
 from .conftest import EXAMPLE, ROOT
+from .test_config import load, problems
 
 SERVERS = """
 servers:
@@ -17,16 +18,6 @@ servers:
     passworded: true
     access: {users: ["80351110224678912"]}
 """
-
-
-def load(text: str, env=None):
-    return load_text(text, "t.yaml", ROOT, env or {})
-
-
-def problems(text: str, env=None) -> list[str]:
-    with pytest.raises(ConfigError) as info:
-        load(text, env)
-    return [str(p) for p in info.value.problems]
 
 
 @pytest.mark.parametrize("key", ["client_secret", "bot_token"])

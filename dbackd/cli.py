@@ -13,7 +13,7 @@ import sys
 from typing import TYPE_CHECKING, Optional, Sequence
 
 from . import __version__, logs
-from .config import EMBEDDED_NAME, Config, ConfigError, load_embedded, load_file, schema_text, with_overrides
+from .config import EMBEDDED_NAME, Config, ConfigError, Server, load_embedded, load_file, schema_text, with_overrides
 
 if TYPE_CHECKING:
     from .daemon import Daemon
@@ -125,7 +125,7 @@ def summary(config: Config) -> str:
         if s.default:
             flags.append("default")
         if s.passworded:
-            flags.append("private" + (", legacy password" if s.password else ""))
+            flags.append(_private_summary(s))
         lines.append(f"  {s.id:<{width_id}}  {s.name:<{width_name}}  {s.snowflake:>20}  "
                      f"{n:>4} user{'s' if n != 1 else ' '}  {'  '.join(flags)}".rstrip())
     lines += [f"note: {note}" for note in config.notes]
@@ -150,6 +150,26 @@ async def tail_frames(url: str, server: str, password: Optional[str]) -> int:
         print(f"dbackd tail: cannot reach {url}: {exc}", file=sys.stderr)
         return EXIT_PROBLEMS
     return EXIT_OK
+
+
+def _private_summary(s: Server) -> str:
+    """Who may enter a passworded server, in a few words."""
+    parts = ["private"]
+    if s.password:
+        parts.append("legacy password")
+    rules = s.access
+    if rules.any:
+        who = []
+        if rules.any_discord_user:
+            who.append("any Discord user")
+        if rules.users:
+            who.append(f"{len(rules.users)} listed user{'s' if len(rules.users) != 1 else ''}")
+        if rules.guild_members:
+            who.append("guild members")
+        if rules.roles:
+            who.append(f"{len(rules.roles)} role{'s' if len(rules.roles) != 1 else ''}")
+        parts.append("login: " + " or ".join(who) + (" (mock)" if s.oauth.provider == "mock" else ""))
+    return ", ".join(parts)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ from .config import EMBEDDED_NAME, Config, load_data, load_embedded, load_file, 
 from .config.diff import describe
 from .hub import Hub
 from .reload import Reloader
+from .oauth import OAuthService
 from .session import Session
 from .web import create_app
 from .world import World
@@ -66,13 +67,14 @@ class Daemon:
         self._reload_finished: list[ReloadListener] = []
         self.world = World(self.config)
         self.hub = Hub(self.world, self.config.limits)
-        self.access = Access()
+        self.oauth = OAuthService(self.config)
+        self.access = Access(self.oauth.verify)
         self.session = Session(self.world, self.hub, self.access)
         self.app = create_app(self)
         self._runner: Optional[web.AppRunner] = None
         self._site: Optional[web.TCPSite] = None
         self.reloader = Reloader(self, watch=watch)
-        self.services: list[Service] = [self.reloader]
+        self.services: list[Service] = [self.reloader, self.oauth]
         self._started: list[Service] = []
 
     # -- lifecycle -----------------------------------------------------------------

@@ -50,6 +50,7 @@ class ServerClosed:
 
     server: str
     removed: bool  # True: gone; False: made private
+    everyone: bool = False  # also the sockets that had authenticated (its access rules changed)
 
 
 @dataclass(frozen=True)

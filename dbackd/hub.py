@@ -294,10 +294,11 @@ class Hub:
 
     def _close_server(self, event: ServerClosed) -> None:
         self._stage()
-        text = protocol.SERVER_GONE if event.removed else protocol.SERVER_PRIVATE
+        text = (protocol.SERVER_GONE if event.removed
+                else protocol.ACCESS_CHANGED if event.everyone else protocol.SERVER_PRIVATE)
         notice = Outgoing.of(protocol.error(text))
         for conn in list(self.members.get(event.server, ())):
-            if event.removed or conn.authenticated != event.server:
+            if event.removed or event.everyone or conn.authenticated != event.server:
                 self.leave(conn)
                 self.send(conn, notice)
 

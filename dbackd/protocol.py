@@ -21,6 +21,7 @@ INVALID_BINARY = "Invalid binary encoding"
 UNKNOWN_TYPE = "Unknown event type"
 SERVER_GONE = "This server is no longer available."
 SERVER_PRIVATE = "This server now requires Discord authentication. Please login with Discord."
+ACCESS_CHANGED = "Who may see this server has changed. Please login with Discord again."
 
 
 def encode(message: Mapping[str, Any]) -> bytes:

@@ -45,7 +45,7 @@ class ServerState:
         self.users: dict[str, UserState] = {
             u.uid: UserState(u.uid, u.username, u.status, u.role_color) for u in info.users
         }
-        self.client_id: Optional[str] = None
+        self.client_id: Optional[str] = info.oauth.client_id  # update-clientid may change it later
         self._users_json: Optional[bytes] = None
         self._fragments: dict[str, bytes] = {}  # uid -> encoded '"uid":{...}', kept across changes
 
@@ -160,8 +160,12 @@ class World:
             self.apply(ServerClosed(snowflake, removed=True))
         for snowflake in changes.servers_made_private:
             self.apply(ServerClosed(snowflake, removed=False))
+        for snowflake in changes.access_changed:
+            self.apply(ServerClosed(snowflake, removed=False, everyone=True))
         if changes.server_list_changed:
             self.apply(ServerListChanged())
+        for snowflake, client_id in changes.client_ids:
+            self.apply(ClientIdChanged(snowflake, client_id))
         for change in changes.users:
             live = self.servers[change.server].users.get(change.uid)
             if change.new is None:

@@ -13,6 +13,7 @@ from dbackd.config import ConfigError, embedded_text, load_data, load_file, load
 from .conftest import ROOT
 
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+EXAMPLE_ENV = {"DISCORD_CLIENT_SECRET": "example-secret", "DISCORD_BOT_TOKEN": "example-bot-token"}
 
 GOOD = """\
 servers:
@@ -37,7 +38,7 @@ def problems(text: str, env=None) -> list[str]:
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_every_example_validates(path):
-    config = load_file(path, env={})
+    config = load_file(path, env=EXAMPLE_ENV)
     assert config.servers
 
 

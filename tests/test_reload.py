@@ -297,3 +297,66 @@ def test_check_diff_prints_what_a_reload_would_change(tmp_path, capsys):
         "- user home/12 bob",
         "+ user home/14 eve (online, #ffffff)",
     ]
+
+
+OAUTH_SERVER = """servers:
+  - snowflake: "1"
+    id: home
+    name: Home
+    default: true
+    users: [{{uid: "11", username: alice}}]
+  - snowflake: "5"
+    id: club
+    name: Club
+    passworded: true
+    oauth:
+      provider: mock
+      client_id: "{client_id}"
+      tokens:
+        t-alice: {{id: "11", username: alice}}
+        t-bob: {{id: "12", username: bob}}
+    access:
+      users: [{allowed}]
+    users: [{{uid: "11", username: alice}}, {{uid: "12", username: bob}}]
+"""
+
+
+async def test_client_id_change_sends_update_clientid(tmp_path, open_client):
+    path = tmp_path / "dback.yaml"
+    path.write_text(OAUTH_SERVER.format(client_id="100000000000000001", allowed='"11", "12"'))
+    d = Daemon(path, host="127.0.0.1", port=0)
+    await d.start()
+    try:
+        member, elsewhere = await open_client(d), await joined(open_client, d, "home")
+        join = await member.connect("club", discordToken="t-alice", discordUser={"id": "11"})
+        assert join["data"]["clientId"] == "100000000000000001"
+        path.write_text(OAUTH_SERVER.format(client_id="100000000000000002", allowed='"11", "12"'))
+        assert await member.recv() == {"type": "update-clientid", "server": "5",
+                                       "data": {"clientId": "100000000000000002"}}
+        await member.assert_quiet()
+        await elsewhere.assert_quiet()
+        late = await open_client(d)
+        assert (await late.connect("club", discordToken="t-bob", discordUser={"id": "12"}))["data"]["clientId"] == \
+            "100000000000000002"
+    finally:
+        await d.stop()
+
+
+async def test_tightened_access_revokes_existing_grants(tmp_path, open_client):
+    path = tmp_path / "dback.yaml"
+    path.write_text(OAUTH_SERVER.format(client_id="100000000000000001", allowed='"11", "12"'))
+    d = Daemon(path, host="127.0.0.1", port=0)
+    await d.start()
+    try:
+        bob = await open_client(d)
+        assert (await bob.connect("club", discordToken="t-bob", discordUser={"id": "12"}))["type"] == "server-join"
+        path.write_text(OAUTH_SERVER.format(client_id="100000000000000001", allowed='"11"'))
+        assert await bob.recv() == protocol.error(protocol.ACCESS_CHANGED)
+        d.world.set_presence("club", "11", "dnd")
+        await bob.assert_quiet()  # no event of the server reaches the socket any more
+        assert await bob.connect("club", discordToken="t-bob", discordUser={"id": "12"}) == \
+            protocol.error(protocol.AUTH_FAILED)
+        alice = await open_client(d)
+        assert (await alice.connect("club", discordToken="t-alice", discordUser={"id": "11"}))["type"] == "server-join"
+    finally:
+        await d.stop()

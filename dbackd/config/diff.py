@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from .model import Config, User
+from .model import Config, Server, User
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,8 @@ class ConfigDiff:
     servers_added: tuple[str, ...] = ()
     servers_removed: tuple[str, ...] = ()
     servers_made_private: tuple[str, ...] = ()
+    access_changed: tuple[str, ...] = ()  # private servers whose password or access rules changed
+    client_ids: tuple[tuple[str, str], ...] = ()  # (snowflake, new client id)
     server_list_changed: bool = False
     users: tuple[UserChange, ...] = ()
     static_changed: bool = False
@@ -42,6 +44,7 @@ class ConfigDiff:
     @property
     def empty(self) -> bool:
         return not (self.servers_added or self.servers_removed or self.server_list_changed or self.users
+                    or self.access_changed or self.client_ids
                     or self.static_changed or self.limits_changed or self.websocket_changed or self.restart_required)
 
 
@@ -70,6 +73,14 @@ def diff(old: Config, new: Config) -> ConfigDiff:
         servers_made_private=tuple(
             s for s in after if s in before and after[s].passworded and not before[s].passworded
         ),
+        access_changed=tuple(
+            s for s in after if s in before and after[s].passworded and before[s].passworded
+            and _gate(after[s]) != _gate(before[s])
+        ),
+        client_ids=tuple(
+            (s, after[s].oauth.client_id) for s in after
+            if s in before and after[s].oauth.client_id and after[s].oauth.client_id != before[s].oauth.client_id
+        ),
         server_list_changed=[(s.snowflake, s.public_info()) for s in old.servers]
         != [(s.snowflake, s.public_info()) for s in new.servers],
         users=tuple(users),
@@ -80,6 +91,12 @@ def diff(old: Config, new: Config) -> ConfigDiff:
     )
 
 
+def _gate(server: Server) -> tuple:
+    """What decides who gets into a private server (not the client id, timeouts or cache)."""
+    o = server.oauth
+    return server.password, server.access, o.provider, o.api_base, o.bot_token, o.tokens
+
+
 def describe(d: ConfigDiff, old: Config, new: Config) -> list[str]:
     """One line per change, for `dbackd check --diff` and the reload log."""
     names = {s.snowflake: s.id for s in old.servers} | {s.snowflake: s.id for s in new.servers}
@@ -87,6 +104,9 @@ def describe(d: ConfigDiff, old: Config, new: Config) -> list[str]:
     lines += [f"- server {names[s]} ({s}): its clients get an error and lose their join" for s in d.servers_removed]
     lines += [f"~ server {names[s]} is now private: clients that did not authenticate lose their join"
               for s in d.servers_made_private]
+    lines += [f"~ server {names[s]}: password or access rules changed: every client must authenticate again"
+              for s in d.access_changed]
+    lines += [f"~ server {names[s]}: OAuth client id is now {cid} (clients get update-clientid)" for s, cid in d.client_ids]
     if d.server_list_changed:
         lines.append("~ server list changed: every client gets a fresh server-list and rejoins")
     for c in d.users:

@@ -7,15 +7,17 @@ the world's job.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 from collections import Counter
 from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping, Optional
+from urllib.parse import urlsplit
 
 from . import schema as _schema
 from .errors import ConfigError, Problem
-from .model import Config, Mount, build, normalise_prefix
+from .model import Config, Mount, build, effective_oauth, normalise_prefix, seconds
 from .source import Source, parse
 
 EMBEDDED_NAME = "<embedded default>"
@@ -103,14 +105,15 @@ def _check_rules(source: Source, base_dir: Path) -> tuple[list[Problem], list[st
         duplicates([(u.get("uid"), ("servers", i, "users", j, "uid")) for j, u in enumerate(users)], "user uid")
         if s.get("password") and s.get("passworded") is False:
             notes.append(f"server {s.get('id')}: `password` is ignored because `passworded` is false")
-        if s.get("passworded") is True and not s.get("password"):
-            notes.append(f"server {s.get('id')}: passworded, and no password or access rule lets anyone in")
+        _check_access(source, data, i, s, problems, notes)
     defaults = [i for i, s in enumerate(servers) if s.get("default") is True]
     for i in defaults[1:]:
         line, _ = source.position(("servers", defaults[0], "default"))
         problems.append(source.problem(("servers", i, "default"), f"only one server may be the default (already servers[{defaults[0]}], line {line})"))
     if not defaults:
         notes.append('no server is marked default: clients asking for "default" get an error')
+
+    _check_oauth_blocks(source, data, servers, problems)
 
     duplicates([(normalise_prefix(m["path"]), ("static", i, "path")) for i, m in enumerate(mounts)
                 if isinstance(m.get("path"), str)], "mount path")
@@ -120,6 +123,87 @@ def _check_rules(source: Source, base_dir: Path) -> tuple[list[Problem], list[st
             if not d.is_dir():
                 problems.append(source.problem(("static", i, "dir"), f"not a directory: {d}"))
     return problems, notes
+
+
+# Secret keys of an oauth block and the variable the error message suggests for each.
+_SECRETS = {"client_secret": "DISCORD_CLIENT_SECRET", "bot_token": "DISCORD_BOT_TOKEN"}
+
+
+def _check_oauth_blocks(source: Source, data: dict, servers: list[dict], problems: list[Problem]) -> None:
+    """Each oauth block on its own: secrets only from the environment, a timeout above 0."""
+    blocks = [(("oauth",), data.get("oauth"))]
+    blocks += [(("servers", i, "oauth"), s.get("oauth")) for i, s in enumerate(servers)]
+    for base, block in blocks:
+        if not isinstance(block, dict):
+            continue
+        for key, var in _SECRETS.items():
+            path = base + (key,)
+            # Plain data given from Python has no file to leak from, so it may carry the secret.
+            if not isinstance(block.get(key), str) or source.file == "<dict>":
+                continue
+            if path not in source.from_env:
+                problems.append(source.problem(path, f"a secret must not be written in the file: write "
+                                                     f"`{key}: ${{{var}}}` and set {var} in the environment"))
+            elif path in source.env_defaulted:
+                problems.append(source.problem(path, f"the secret came from the default after `:-`, which is "
+                                                     f"written in the file: drop the default and set the variable"))
+        timeout = block.get("timeout")
+        try:
+            if timeout is not None and seconds(timeout) <= 0:
+                problems.append(source.problem(base + ("timeout",), "must be more than 0"))
+        except ValueError:
+            pass  # the schema reports a malformed duration
+
+
+def _check_access(source: Source, data: dict, i: int, s: dict, problems: list[Problem], notes: list[str]) -> None:
+    """A server's access rules against its effective oauth settings."""
+    name = f"server {s.get('id')}"
+    access = s.get("access") if isinstance(s.get("access"), dict) else {}
+    oauth = effective_oauth(data.get("oauth"), s)
+    provider = oauth.get("provider", "discord")
+    member_rules = [k for k in ("guild_members", "roles") if access.get(k) not in (None, False, [])]
+    has_rule = bool(member_rules) or bool(access.get("users")) or access.get("any_discord_user") is True
+    for key in member_rules:
+        path = ("servers", i, "access", key)
+        if provider == "mock":
+            problems.append(source.problem(path, "the mock provider cannot check guild membership: "
+                                                 "use `users` or `any_discord_user`, or provider discord"))
+        elif "bot_token" not in oauth:  # (present but empty: the env or schema stage says why)
+            problems.append(source.problem(path, "needs a bot token to look up guild members: set "
+                                                 "`oauth.bot_token: ${DISCORD_BOT_TOKEN}` (top level or this server's oauth)"))
+    if s.get("passworded") is not True:
+        if has_rule:
+            notes.append(f"{name}: `access` is ignored because `passworded` is false")
+        return
+    if not has_rule:
+        if s.get("password"):
+            notes.append(f"{name}: no access rule, so nobody gets in by Discord login (only with the legacy password)")
+        else:
+            notes.append(f"{name}: passworded, and no password or access rule lets anyone in")
+        return
+    if provider == "mock":
+        tokens = oauth.get("tokens")
+        if isinstance(tokens, dict) and tokens:
+            notes.append(f"{name}: uses the mock OAuth provider: only the tokens written in the config log in "
+                         f"(for demos, never for real use)")
+        else:
+            notes.append(f"{name}: uses the mock OAuth provider without `tokens`, so nobody gets in by login")
+        return
+    if not oauth.get("client_id"):
+        notes.append(f"{name}: no `oauth.client_id`, so clients are not told which Discord application to log in with")
+    api_base = oauth.get("api_base")
+    if isinstance(api_base, str) and api_base.startswith("http://") and not _is_loopback(api_base):
+        notes.append(f"{name}: `oauth.api_base` is not https, so login tokens would cross the network in clear")
+
+
+def _is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _list(value: Any) -> list:

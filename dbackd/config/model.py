@@ -46,6 +46,49 @@ class User:
 
 
 @dataclass(frozen=True)
+class MockUser:
+    """Who a token of the mock provider stands for."""
+
+    id: str
+    username: str
+
+
+@dataclass(frozen=True)
+class OAuth:
+    """A server's effective OAuth2 settings: the top-level block with the server's keys over it."""
+
+    provider: str = "discord"  # "discord" or "mock"
+    client_id: Optional[str] = None
+    client_secret: Optional[str] = field(default=None, repr=False)
+    bot_token: Optional[str] = field(default=None, repr=False)
+    api_base: str = "https://discord.com/api/v10"  # without a trailing slash
+    timeout: float = 5.0
+    cache_ttl: float = 300.0
+    # (token, user) pairs rather than a mapping, so the model stays hashable.
+    tokens: tuple[tuple[str, MockUser], ...] = field(default=(), repr=False)
+
+
+@dataclass(frozen=True)
+class AccessRules:
+    """Who may enter a passworded server by Discord login; any one matching rule is enough."""
+
+    users: tuple[str, ...] = ()
+    guild_members: bool = False
+    roles: tuple[str, ...] = ()
+    any_discord_user: bool = False
+
+    @property
+    def any(self) -> bool:
+        """True when at least one rule can let someone in."""
+        return bool(self.users or self.guild_members or self.roles or self.any_discord_user)
+
+    @property
+    def needs_member(self) -> bool:
+        """True when a rule asks Discord about guild membership (with the bot token)."""
+        return self.guild_members or bool(self.roles)
+
+
+@dataclass(frozen=True)
 class Server:
     snowflake: str
     id: str
@@ -54,6 +97,8 @@ class Server:
     passworded: bool = False
     password: Optional[str] = field(default=None, repr=False)
     users: tuple[User, ...] = ()
+    oauth: OAuth = OAuth()
+    access: AccessRules = AccessRules()
 
     def public_info(self) -> dict[str, Any]:
         """What the client may see in server-list: never the password or access rules."""
@@ -125,6 +170,30 @@ class Config:
         return None
 
 
+def effective_oauth(top: Any, server: Any) -> dict[str, Any]:
+    """A server's OAuth2 settings as plain data: the top-level block, the server's keys over it.
+
+    Reads defensively (the loader's rules call it on data the schema may have refused).
+    """
+    merged = dict(top) if isinstance(top, dict) else {}
+    if isinstance(server, dict) and isinstance(server.get("oauth"), dict):
+        merged.update(server["oauth"])
+    return merged
+
+
+def _oauth(data: Mapping[str, Any]) -> OAuth:
+    return OAuth(
+        provider=data["provider"],
+        client_id=data.get("client_id"),
+        client_secret=data.get("client_secret"),
+        bot_token=data.get("bot_token"),
+        api_base=data["api_base"].rstrip("/"),
+        timeout=seconds(data["timeout"]),
+        cache_ttl=seconds(data["cache_ttl"]),
+        tokens=tuple((token, MockUser(u["id"], u["username"])) for token, u in (data.get("tokens") or {}).items()),
+    )
+
+
 def build(data: Mapping[str, Any], base_dir: Path, file: Optional[str], notes: tuple[str, ...] = ()) -> Config:
     """Turn validated, default-filled data into the model."""
     servers = tuple(
@@ -138,6 +207,13 @@ def build(data: Mapping[str, Any], base_dir: Path, file: Optional[str], notes: t
             users=tuple(
                 User(uid=u["uid"], username=u["username"], status=u["status"], role_color=u["roleColor"].lower())
                 for u in s["users"]
+            ),
+            oauth=_oauth(effective_oauth(data["oauth"], s)),
+            access=AccessRules(
+                users=tuple(s["access"]["users"]),
+                guild_members=s["access"]["guild_members"],
+                roles=tuple(s["access"]["roles"]),
+                any_discord_user=s["access"]["any_discord_user"],
             ),
         )
         for s in data["servers"]

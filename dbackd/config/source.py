@@ -31,6 +31,7 @@ class Source:
     marks: dict[Path, tuple[int, int]] = field(default_factory=dict)
     key_marks: dict[Path, tuple[int, int]] = field(default_factory=dict)
     from_env: set[Path] = field(default_factory=set)  # paths whose value came from ${VAR}
+    env_defaulted: set[Path] = field(default_factory=set)  # ...of which a ${VAR:-default} used its default
 
     def position(self, path: Path, key: bool = False) -> tuple[int, int]:
         """Best (line, column) for a path: the node itself, else its nearest ancestor."""
@@ -93,10 +94,10 @@ class _Builder:
 
     def _interpolate(self, node: ScalarNode, text: str, path: Path) -> Any:
         missing: list[str] = []
-        used = False
+        used = defaulted = False
 
         def sub(m: re.Match) -> str:
-            nonlocal used
+            nonlocal used, defaulted
             if m.group(0) == "$${":
                 return "${"
             used = True
@@ -104,6 +105,7 @@ class _Builder:
             if name in self.env:
                 return self.env[name]
             if default is not None:
+                defaulted = True
                 return default
             missing.append(name)
             return ""
@@ -116,6 +118,8 @@ class _Builder:
         if not used:
             return result
         self.src.from_env.add(path)
+        if defaulted:
+            self.src.env_defaulted.add(path)
         if node.style is None:
             # A plain scalar such as `port: ${PORT}` takes the YAML type of its value.
             tag = self.resolver.resolve(ScalarNode, result, (True, False))

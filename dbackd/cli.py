@@ -127,9 +127,12 @@ async def _serve(config: Config) -> int:
     import structlog
 
     from .daemon import Daemon
+    from .notify import NotifyService
 
     log = structlog.get_logger("dbackd")
     daemon = Daemon(config)
+    # The process, not an embedded Daemon, is what systemd supervises: only here do we notify.
+    daemon.services.append(NotifyService(daemon))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -143,4 +146,19 @@ async def _serve(config: Config) -> int:
         await stop.wait()
     finally:
         await daemon.stop()
+        await _cancel_leftovers(log)
     return EXIT_OK
+
+
+async def _cancel_leftovers(log, timeout: float = 2.0) -> None:
+    """Cancel any task still running after the daemon stopped, waiting a bounded time.
+
+    asyncio.run would cancel them too, but would wait forever for one that ignores it.
+    """
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
+    if not tasks:
+        return
+    for task in tasks:
+        task.cancel()
+    _, pending = await asyncio.wait(tasks, timeout=timeout)
+    log.warning("daemon.cancelled_tasks", cancelled=len(tasks), stuck=len(pending))

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from . import schema as _schema
+from .environment import Environment
 from .errors import ConfigError, Problem
 from .model import Config, Mount, build, normalise_prefix
 from .source import Source, parse
@@ -43,7 +44,7 @@ def load_embedded(env: Optional[Mapping[str, str]] = None) -> Config:
 
 
 def load_text(text: str, file: str, base_dir: Path, env: Optional[Mapping[str, str]] = None) -> Config:
-    source, problems = parse(text, file, os.environ if env is None else env)
+    source, problems = parse(text, file, Environment() if env is None else env)
     if source.data is None:
         raise ConfigError(problems)
     return _finish(source, base_dir, problems)

@@ -95,12 +95,18 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class MetricsEndpoint:
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
 class Config:
     servers: tuple[Server, ...]
     listen: Listen = Listen()
     static: tuple[Mount, ...] = ()
     logging: Logging = Logging()
     limits: Limits = Limits()
+    metrics: MetricsEndpoint = MetricsEndpoint()
     file: Optional[str] = None  # where it was read from; None for a dict
     raw: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), repr=False, compare=False)
     notes: tuple[str, ...] = field(default=(), compare=False)  # warnings worth showing in `check`
@@ -155,6 +161,7 @@ def build(data: Mapping[str, Any], base_dir: Path, file: Optional[str], notes: t
             send_buffer_bytes=lim["send_buffer_bytes"],
             heartbeat=seconds(lim["heartbeat"]),
         ),
+        metrics=MetricsEndpoint(**data["metrics"]),
         file=file,
         raw=freeze(dict(data)),
         notes=notes,

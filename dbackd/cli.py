@@ -191,8 +191,12 @@ def run(args: argparse.Namespace) -> int:
 async def _serve(daemon: "Daemon") -> int:
     import structlog
 
+    from .notify import NotifyService
+
     log = structlog.get_logger("dbackd")
     config = daemon.config
+    # The process, not an embedded Daemon, is what systemd supervises: only here do we notify.
+    daemon.services.append(NotifyService(daemon))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -207,4 +211,19 @@ async def _serve(daemon: "Daemon") -> int:
         await stop.wait()
     finally:
         await daemon.stop()
+        await _cancel_leftovers(log)
     return EXIT_OK
+
+
+async def _cancel_leftovers(log, timeout: float = 2.0) -> None:
+    """Cancel any task still running after the daemon stopped, waiting a bounded time.
+
+    asyncio.run would cancel them too, but would wait forever for one that ignores it.
+    """
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
+    if not tasks:
+        return
+    for task in tasks:
+        task.cancel()
+    _, pending = await asyncio.wait(tasks, timeout=timeout)
+    log.warning("daemon.cancelled_tasks", cancelled=len(tasks), stuck=len(pending))

@@ -5,10 +5,12 @@ It wires the parts together and keeps their lifecycle; the parts do the work.
 """
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Protocol, Union
+from typing import Any, Mapping, Optional, Protocol, Union
 
 import structlog
 from aiohttp import web
@@ -18,8 +20,10 @@ from .access import Access
 from .config import EMBEDDED_NAME, Config, load_data, load_embedded, load_file, with_overrides
 from .config.diff import describe
 from .hub import Hub
-from .reload import Reloader
+from .lifecycle import Listener
+from .metrics import Metrics
 from .oauth import OAuthService
+from .reload import Reloader
 from .session import Session
 from .web import create_app
 from .world import World
@@ -48,7 +52,7 @@ class Service(Protocol):
     async def stop(self) -> None: ...
 
 
-ReloadListener = Callable[[bool, Optional[str]], None]
+SERVICE_STOP_TIMEOUT = 5.0  # seconds one service may take to stop before it is abandoned
 
 
 class Daemon:
@@ -63,19 +67,21 @@ class Daemon:
         self.config = with_overrides(load(config), **self._overrides)
         self.loaded_at = datetime.now(timezone.utc)
         self.restart_required: tuple[str, ...] = ()
-        self._reload_started: list[Callable[[], None]] = []
-        self._reload_finished: list[ReloadListener] = []
         self.world = World(self.config)
         self.hub = Hub(self.world, self.config.limits)
-        self.oauth = OAuthService(self.config)
+        self.listeners: list[Listener] = []
+        self.metrics = Metrics(self)
+        self.listen(self.metrics)
+        self.oauth = OAuthService(self.config, on_verified=self.metrics.oauth_verification)
         self.access = Access(self.oauth.verify)
-        self.session = Session(self.world, self.hub, self.access)
+        self.session = Session(self.world, self.hub, self.access, self.metrics)
         self.app = create_app(self)
         self._runner: Optional[web.AppRunner] = None
         self._site: Optional[web.TCPSite] = None
         self.reloader = Reloader(self, watch=watch)
         self.services: list[Service] = [self.reloader, self.oauth]
         self._started: list[Service] = []
+        self._started_at: Optional[float] = None  # time.monotonic() when listening began
 
     # -- lifecycle -----------------------------------------------------------------
     async def start(self) -> None:
@@ -83,22 +89,67 @@ class Daemon:
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
         await self._runner.setup()
         self._site = web.TCPSite(self._runner, self.config.listen.host, self.config.listen.port)
-        await self._site.start()
+        try:
+            await self._site.start()
+        except BaseException:  # nothing was served: release the runner, leave nothing to stop
+            await self._runner.cleanup()
+            self._runner = None
+            raise
+        self._started_at = time.monotonic()
         for service in self.services:
             await service.start()
             self._started.append(service)
         log.info("daemon.started", url=self.url, config=self.config_name, servers=len(self.config.servers),
                  version=__version__)
+        self._tell("on_ready")
 
     async def stop(self) -> None:
-        """Close every socket (1001), stop listening and release everything."""
+        """Stop every service, stop listening, close every socket (1001) and release everything.
+
+        Each service gets SERVICE_STOP_TIMEOUT seconds; one that fails or hangs is logged
+        and the rest still stop. Ends with one `daemon.stopped` summary line.
+        """
+        if self._runner is None and not self._started:
+            return
+        self._tell("on_stopping")
         while self._started:
-            await self._started.pop().stop()
+            service = self._started.pop()
+            try:
+                await asyncio.wait_for(service.stop(), SERVICE_STOP_TIMEOUT)
+            except Exception as exc:  # a broken service must not keep the others running
+                log.error("daemon.service_stop_failed", service=type(service).__name__, error=repr(exc))
         if self._runner is not None:
             connections = len(self.hub.connections)
+            # aiohttp stops accepting, runs on_shutdown (close every socket with 1001), then
+            # waits up to shutdown_timeout for handlers and cancels those still running.
             await self._runner.cleanup()
             self._runner = None
-            log.info("daemon.stopped", closed_connections=connections, frames_sent=self.hub.frames_sent)
+            log.info("daemon.stopped", uptime_seconds=round(self.uptime, 3), closed_connections=connections,
+                     frames_sent=self.hub.frames_sent, slow_dropped=self.hub.slow_dropped)
+
+    # -- lifecycle moments -------------------------------------------------------------
+    def listen(self, listener: Listener) -> None:
+        """Hear the daemon's lifecycle moments (see lifecycle.Listener)."""
+        self.listeners.append(listener)
+
+    def unlisten(self, listener: Listener) -> None:
+        if listener in self.listeners:
+            self.listeners.remove(listener)
+
+    def reload_started(self) -> None:
+        """The reloader calls this when it begins to read a new config."""
+        self._tell("on_reload_started")
+
+    def reload_finished(self, ok: bool, error: Optional[str] = None) -> None:
+        """The reloader calls this when the new config is applied (ok) or refused."""
+        self._tell("on_reload_finished", ok, error)
+
+    def _tell(self, moment: str, *args: Any) -> None:
+        for listener in list(self.listeners):
+            try:
+                getattr(listener, moment)(*args)
+            except Exception as exc:  # one broken listener must not break a reload or a shutdown
+                log.error("daemon.listener_failed", listener=type(listener).__name__, moment=moment, error=repr(exc))
 
     async def __aenter__(self) -> "Daemon":
         await self.start()
@@ -142,22 +193,6 @@ class Daemon:
         """Re-read the config file now and apply it; False if it was not usable."""
         return await self.reloader.reload()
 
-    def on_reload(self, started: Optional[Callable[[], None]] = None,
-                  finished: Optional[ReloadListener] = None) -> None:
-        """Be told when a reload starts and how it ended (ok, error text)."""
-        if started is not None:
-            self._reload_started.append(started)
-        if finished is not None:
-            self._reload_finished.append(finished)
-
-    def reload_started(self) -> None:
-        for fn in self._reload_started:
-            fn()
-
-    def reload_finished(self, ok: bool, error: Optional[str]) -> None:
-        for fn in self._reload_finished:
-            fn(ok, error)
-
     # -- facts ---------------------------------------------------------------------
     @property
     def port(self) -> int:
@@ -172,6 +207,11 @@ class Daemon:
         host = self.config.listen.host
         host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{self.port}/"
+
+    @property
+    def uptime(self) -> float:
+        """Seconds since the daemon started listening (0 before)."""
+        return time.monotonic() - self._started_at if self._started_at is not None else 0.0
 
     @property
     def config_name(self) -> str:

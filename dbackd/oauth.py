@@ -108,9 +108,11 @@ def token_digest(token: str) -> str:
 class OAuthService:
     """Verifies Discord logins for the access check; owns the HTTP session, the cache and the lookups in flight."""
 
-    def __init__(self, config: Config, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, config: Config, clock: Callable[[], float] = time.monotonic,
+                 on_verified: Optional[Callable[[str, float], None]] = None):
         # `clock` times the cache only (tests move it); deadlines and rate limits use real time.
         self.clock = clock
+        self.on_verified = on_verified  # (outcome, seconds) for each check, e.g. for metrics
         self.requests = 0  # requests sent to Discord
         self._settings = self._oauth_settings(config)
         self._cache: TLRUCache = TLRUCache(MAX_ENTRIES, ttu=lambda _k, v, now: now + v[1], timer=lambda: self.clock())
@@ -179,6 +181,8 @@ class OAuthService:
         fields.update(check.extra)
         quiet = outcome in (Outcome.ALLOWED, Outcome.DENIED, Outcome.INVALID_TOKEN, Outcome.MISMATCH)
         (log.info if quiet else log.warning)("oauth.verified", **fields)
+        if self.on_verified is not None:
+            self.on_verified(outcome.value, time.monotonic() - started)
         return outcome is Outcome.ALLOWED
 
     async def _decide(self, server: Server, token: str, claimed: Mapping[str, Any], started: float,

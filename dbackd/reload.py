@@ -99,7 +99,11 @@ class Reloader:
         while True:
             await self._pending.wait()
             self._pending.clear()
-            await self.reload()
+            try:
+                await self.reload()
+            except Exception:  # a bug in applying must not end reloading for good
+                log.exception("reload.crashed")
+                self.daemon.reload_finished(False, "internal error while applying the config")
 
     # -- the pipeline --------------------------------------------------------------
     async def reload(self) -> bool:

@@ -11,6 +11,7 @@ import structlog
 from . import protocol
 from .access import Access, Verdict
 from .hub import Connection, Hub
+from .metrics import Metrics
 from .protocol import ClientError, Connect
 from .world import World
 
@@ -23,10 +24,11 @@ _REFUSALS = {
 
 
 class Session:
-    def __init__(self, world: World, hub: Hub, access: Access):
+    def __init__(self, world: World, hub: Hub, access: Access, metrics: Metrics):
         self.world = world
         self.hub = hub
         self.access = access
+        self.metrics = metrics
 
     async def handle_text(self, conn: Connection, text: str) -> None:
         try:
@@ -66,9 +68,11 @@ class Session:
             return
         state = current
         self.hub.join(conn, state, request.server, authenticated=state.info.passworded)
-        log.info("socket.joined", conn=conn.id, server=state.info.id, users=len(state.users),
-                 via="auth" if state.info.passworded else "public")
+        via = "auth" if state.info.passworded else "public"
+        log.info("socket.joined", conn=conn.id, server=state.info.id, users=len(state.users), via=via)
+        self.metrics.joined(state.info.id, via)
 
     def _refuse(self, conn: Connection, request: Connect, reason: str, message: str) -> None:
         log.info("socket.refused", conn=conn.id, server=request.server, reason=reason)
+        self.metrics.refused(reason)
         self.hub.error(conn, message)

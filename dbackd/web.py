@@ -28,6 +28,7 @@ def create_app(daemon: "Daemon") -> web.Application:
     app[DAEMON] = daemon
     app.router.add_get("/api/version", api_version)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
     app.router.add_get("/{tail:.*}", dispatch)
     app.on_shutdown.append(_close_sockets)
     return app
@@ -52,6 +53,18 @@ async def api_version(request: web.Request) -> web.Response:
 
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response(request.app[DAEMON].health())
+
+
+async def metrics(request: web.Request) -> web.StreamResponse:
+    """Prometheus exposition; with `metrics.enabled: false` the path is an ordinary static path.
+
+    Checked per request so a reload can turn it on or off.
+    """
+    daemon = request.app[DAEMON]
+    if not daemon.config.metrics.enabled or _is_upgrade(request):
+        return await dispatch(request)
+    body, content_type = daemon.metrics.render(request.headers.get("Accept", ""))
+    return web.Response(body=body, headers={"Content-Type": content_type})
 
 
 def _is_upgrade(request: web.Request) -> bool:

@@ -48,6 +48,16 @@ class Client:
         assert message == {"type": "error", "data": {"message": "Unknown event type"}}, message
 
 
+async def read_until(proc, event: str) -> dict:
+    """Read a dbackd process's's JSON log lines until `event` appears."""
+    while True:
+        line = await asyncio.wait_for(proc.stderr.readline(), 20)
+        assert line, f"the process ended before logging {event}"
+        record = json.loads(line)
+        if record["event"] == event:
+            return record
+
+
 @pytest.fixture
 async def start_daemon():
     """start_daemon(config_or_path=None, **overrides) -> a started Daemon on a free loopback port."""

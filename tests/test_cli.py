@@ -13,7 +13,7 @@ import pytest
 from dbackd import __version__
 from dbackd.cli import main
 
-from .conftest import EXAMPLE, RECV_TIMEOUT, ROOT
+from .conftest import EXAMPLE, RECV_TIMEOUT, ROOT, read_until
 
 
 def test_check_ok(capsys):
@@ -58,16 +58,6 @@ def test_schema_command(capsys):
 def test_version_module_entry():
     out = subprocess.run([sys.executable, "-m", "dbackd", "--version"], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == f"dbackd {__version__}"
-
-
-async def read_until(proc, event: str) -> dict:
-    """Read the daemon's JSON log lines until `event` appears."""
-    while True:
-        line = await asyncio.wait_for(proc.stderr.readline(), 20)
-        assert line, f"the process ended before logging {event}"
-        record = json.loads(line)
-        if record["event"] == event:
-            return record
 
 
 async def test_real_process_serves_the_example_and_stops_on_sigterm():

@@ -16,6 +16,7 @@ from typing import Any, Mapping, Optional
 from urllib.parse import urlsplit
 
 from . import schema as _schema
+from .environment import Environment
 from .errors import ConfigError, Problem
 from .model import Config, Mount, build, effective_oauth, normalise_prefix, seconds
 from .source import Source, parse
@@ -45,7 +46,7 @@ def load_embedded(env: Optional[Mapping[str, str]] = None) -> Config:
 
 
 def load_text(text: str, file: str, base_dir: Path, env: Optional[Mapping[str, str]] = None) -> Config:
-    source, problems = parse(text, file, os.environ if env is None else env)
+    source, problems = parse(text, file, Environment() if env is None else env)
     if source.data is None:
         raise ConfigError(problems)
     return _finish(source, base_dir, problems)

@@ -145,6 +145,11 @@ class WebSocket:
 
 
 @dataclass(frozen=True)
+class MetricsEndpoint:
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
 class Config:
     servers: tuple[Server, ...]
     listen: Listen = Listen()
@@ -152,6 +157,7 @@ class Config:
     logging: Logging = Logging()
     limits: Limits = Limits()
     websocket: WebSocket = WebSocket()
+    metrics: MetricsEndpoint = MetricsEndpoint()
     file: Optional[str] = None  # where it was read from; None for a dict
     raw: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), repr=False, compare=False)
     notes: tuple[str, ...] = field(default=(), compare=False)  # warnings worth showing in `check`
@@ -238,6 +244,7 @@ def build(data: Mapping[str, Any], base_dir: Path, file: Optional[str], notes: t
             heartbeat=seconds(lim["heartbeat"]),
         ),
         websocket=WebSocket(**data["websocket"]),
+        metrics=MetricsEndpoint(**data["metrics"]),
         file=file,
         raw=freeze(dict(data)),
         notes=notes,

@@ -1,0 +1,154 @@
+"""Graceful shutdown: a real `dbackd` process under SIGTERM, and services that misbehave on stop."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+
+import aiohttp
+
+from dbackd import daemon as daemon_module
+from dbackd.config import load_file, with_overrides
+from dbackd.lifecycle import Listener
+
+from .conftest import EXAMPLE, RECV_TIMEOUT, read_until
+from .test_notify import FakeNotifySocket
+
+CLIENTS = 100
+
+
+async def test_sigterm_closes_100_clients_with_1001_and_exits_0():
+    notify = FakeNotifySocket()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "dbackd", "-c", str(EXAMPLE), "--port", "0", "--log-format", "json",
+        stderr=asyncio.subprocess.PIPE, env={**os.environ, "NOTIFY_SOCKET": notify.env_value},
+    )
+    try:
+        started = await read_until(proc, "daemon.started")
+        assert started["event"] == "daemon.started"
+        assert (await notify.recv())["READY"] == "1"
+        url = started["url"] + "ws"
+        async with aiohttp.ClientSession() as http:
+            sockets = await asyncio.gather(*(http.ws_connect(url) for _ in range(CLIENTS)))
+            for i, ws in enumerate(sockets):
+                assert json.loads((await ws.receive(timeout=RECV_TIMEOUT)).data)["type"] == "server-list"
+                if i % 2 == 0:  # half of them joined, half only looking at the list
+                    await ws.send_json({"type": "connect", "data": {"server": "dworld"}})
+                    assert json.loads((await ws.receive(timeout=RECV_TIMEOUT)).data)["type"] == "server-join"
+
+            t0 = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            closes = await asyncio.gather(*(ws.receive(timeout=RECV_TIMEOUT) for ws in sockets))
+            for msg in closes:
+                assert msg.type == aiohttp.WSMsgType.CLOSE, msg
+                assert (msg.data, msg.extra) == (1001, "server shutting down")
+            assert await asyncio.wait_for(proc.wait(), 10) == 0
+            elapsed = time.monotonic() - t0
+            for ws in sockets:
+                await ws.close()
+        assert elapsed < 5.0, f"took {elapsed:.1f}s to stop"
+        assert (await notify.recv())["STOPPING"] == "1"
+        lines = [json.loads(line) for line in (await proc.stderr.read()).decode().splitlines() if line.startswith("{")]
+        stopped = lines[-1]
+        assert stopped["event"] == "daemon.stopped"
+        assert stopped["closed_connections"] == CLIENTS
+        assert stopped["frames_sent"] == CLIENTS + CLIENTS // 2
+        assert stopped["uptime_seconds"] > 0
+        assert sum(1 for line in lines if line["event"] == "daemon.stopped") == 1
+        assert not [line for line in lines if line["level"] in ("warning", "error")], lines
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        notify.close()
+
+
+class Recorder:
+    def __init__(self, log: list, name: str, fail: bool = False, hang: bool = False):
+        self.log, self.name, self.fail, self.hang = log, name, fail, hang
+
+    async def start(self) -> None:
+        self.log.append(f"start {self.name}")
+
+    async def stop(self) -> None:
+        self.log.append(f"stop {self.name}")
+        if self.hang:
+            await asyncio.Event().wait()
+        if self.fail:
+            raise RuntimeError("broken")
+
+
+async def test_a_failing_or_hanging_service_does_not_stop_the_shutdown(open_client, monkeypatch):
+    monkeypatch.setattr(daemon_module, "SERVICE_STOP_TIMEOUT", 0.05)
+    log: list[str] = []
+    d = daemon_module.Daemon(with_overrides(load_file(EXAMPLE), host="127.0.0.1", port=0))
+    d.services += [Recorder(log, "a"), Recorder(log, "hangs", hang=True), Recorder(log, "fails", fail=True)]
+    await d.start()
+    client = await open_client(d)
+    await d.stop()
+    assert log == ["start a", "start hangs", "start fails", "stop fails", "stop hangs", "stop a"]
+    closing = await client.ws.receive(timeout=RECV_TIMEOUT)
+    assert (closing.type, closing.data) == (aiohttp.WSMsgType.CLOSE, 1001)
+    await d.stop()  # a second stop is harmless
+
+
+async def test_listeners_hear_the_moments_in_order():
+    heard: list[str] = []
+
+    class Ear(Listener):
+        def on_ready(self): heard.append("ready")
+        def on_stopping(self): heard.append("stopping")
+        def on_reload_started(self): heard.append("reload")
+        def on_reload_finished(self, ok, error): heard.append(f"reloaded ok={ok} error={error}")
+
+    class Broken(Listener):
+        def on_reload_started(self): raise ValueError("listener bug")
+
+    d = daemon_module.Daemon(with_overrides(load_file(EXAMPLE), host="127.0.0.1", port=0))
+    d.listen(Broken())
+    d.listen(Ear())
+    await d.start()
+    d.reload_started()
+    d.reload_finished(False, "bad")
+    await d.stop()
+    assert heard == ["ready", "reload", "reloaded ok=False error=bad", "stopping"]
+
+
+async def test_sigint_stops_as_sigterm_does():
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "dbackd", "-c", str(EXAMPLE), "--port", "0", "--log-format", "json",
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        started = await read_until(proc, "daemon.started")
+        async with aiohttp.ClientSession() as http:
+            async with http.ws_connect(started["url"] + "ws") as ws:
+                await ws.receive(timeout=RECV_TIMEOUT)
+                proc.send_signal(signal.SIGINT)
+                closing = await ws.receive(timeout=RECV_TIMEOUT)
+                assert (closing.type, closing.data) == (aiohttp.WSMsgType.CLOSE, 1001)
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
+        assert json.loads((await proc.stderr.read()).decode().splitlines()[-1])["event"] == "daemon.stopped"
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_a_taken_port_exits_1_with_one_line():
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "dbackd", "--port", str(taken.getsockname()[1]), "--log-format", "json",
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 1
+    events = [json.loads(line)["event"] for line in err.decode().splitlines() if line.startswith("{")]
+    assert events == ["daemon.listen_failed"]

@@ -181,3 +181,23 @@ def test_a_full_or_missing_socket_drops_without_blocking(notify_socket):
     assert gone.send("READY=1") is False
     notifier.close()
     gone.close()
+
+
+async def test_a_real_reload_is_announced(notify_socket, tmp_path):
+    config = tmp_path / "dback.yaml"
+    config.write_text('servers: [{snowflake: "1", id: a, name: A}]\n')
+    daemon = Daemon(config, host="127.0.0.1", port=0, watch=False)
+    daemon.services.append(NotifyService(daemon, env={"NOTIFY_SOCKET": notify_socket.env_value}, status_interval=3600))
+    await daemon.start()
+    try:
+        assert (await notify_socket.recv())["READY"] == "1"
+        config.write_text('servers: [{snowflake: "1", id: a, name: A}, {snowflake: "2", id: b, name: B}]\n')
+        assert await daemon.reload() is True
+        assert (await notify_socket.recv())["RELOADING"] == "1"
+        assert await notify_socket.recv() == {"READY": "1", "STATUS": "serving 2 servers, 0 connections"}
+        config.write_text("servers: oops\n")
+        assert await daemon.reload() is False
+        assert (await notify_socket.recv())["RELOADING"] == "1"
+        assert "the last reload failed" in (await notify_socket.recv())["STATUS"]
+    finally:
+        await daemon.stop()

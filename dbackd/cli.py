@@ -1,4 +1,4 @@
-"""The `dbackd` command line: run the daemon, check a config, print the schema.
+"""The `dbackd` command line: run the daemon, check a config, simulate it, print the schema.
 
 Parses arguments, prints for people, and hands work to the daemon and the loader.
 Exit codes: 0 fine, 1 a check found problems (or the daemon failed), 2 a config that
@@ -47,6 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
     _run_options(run, argparse.SUPPRESS)
     check = sub.add_parser("check", help="validate a config and summarise it; exit 0 if usable, 1 if not")
     _config_option(check, argparse.SUPPRESS)
+    sim = sub.add_parser("simulate", help="print a config's simulated events as JSON lines, fast-forwarded, without opening a port")
+    _config_option(sim, argparse.SUPPRESS)
+    sim.add_argument("--seconds", type=_positive, default=600.0, metavar="N", help="how much time to simulate (default 600)")
+    sim.add_argument("--seed", type=_seed, default=None, help="seed for every server (default: each server's own, else random)")
+    sim.add_argument("--server", metavar="ID", help="only this server (short id or snowflake)")
+    sim.add_argument("--start", type=_instant, default=None, metavar="TIME",
+                     help="wall-clock start for the activity curve, ISO 8601 (default: now; UTC if no offset)")
+    sim.add_argument("--summary-only", action="store_true", help="print only the summary")
     schema_cmd = sub.add_parser("schema", help="print the config's JSON Schema")
     schema_cmd.add_argument("--markdown", action="store_true", help="print the config reference as Markdown instead")
     return parser
@@ -65,7 +73,30 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_OK
     if command == "check":
         return check(args.config)
+    if command == "simulate":
+        return simulate(args)
     return run(args)
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be a positive number of seconds")
+    return value
+
+
+def _seed(text: str) -> object:
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
+def _instant(text: str) -> float:
+    from datetime import datetime, timezone
+
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be a time like 2026-01-01T18:00 or 2026-01-01T18:00+01:00") from None
+    return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
 
 
 def _load(path: Optional[str]) -> Config:
@@ -108,6 +139,62 @@ def summary(config: Config) -> str:
                      f"{n:>4} user{'s' if n != 1 else ' '}  {'  '.join(flags)}".rstrip())
     lines += [f"note: {note}" for note in config.notes]
     return "\n".join(lines)
+
+
+def simulate(args: argparse.Namespace) -> int:
+    """Run the config's simulation in virtual time; events to stdout, the summary to stderr."""
+    import json
+    import time
+    from datetime import datetime, timezone
+
+    from . import protocol
+    from .simulation import Engine
+    from .simulation.report import Tally
+    from .world import World
+
+    try:
+        config = _load(args.config)
+    except ConfigError as exc:
+        _print_problems(exc)
+        return EXIT_PROBLEMS
+    only = None
+    if args.server is not None:
+        server = config.server(args.server)
+        if server is None:
+            print(f"no server {args.server!r} in {config.file or EMBEDDED_NAME} "
+                  f"(servers: {', '.join(s.id for s in config.servers)})", file=sys.stderr)
+            return EXIT_PROBLEMS
+        only = {server.snowflake}
+    logs.configure("warning", "console", sys.stderr)  # stdout carries only events
+    start = args.start if args.start is not None else time.time()
+    world = World(config)
+    engine = Engine(world, seed=args.seed, epoch=start, servers=only)
+    tally = Tally(world, lambda: engine.now)
+    out = sys.stdout
+
+    def emit(event: object) -> None:
+        message = protocol.for_event(event)
+        if message is not None:
+            out.write(json.dumps({"t": round(engine.now, 3), **message}, ensure_ascii=False) + "\n")
+
+    if not args.summary_only:
+        world.subscribe(emit)
+    try:
+        engine.advance_to(args.seconds)
+        out.flush()
+    except BrokenPipeError:  # `dbackd simulate | head` is fine; keep Python from complaining at exit
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    began = datetime.fromtimestamp(start, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    seeds = {sf: runner.seed for sf, runner in engine.runners.items()}
+    print(f"-- summary: {args.seconds:g} s simulated from {began}", file=sys.stderr)
+    print(tally.summary(args.seconds, seeds, only), file=sys.stderr)
+    if args.seed is None and any(seed == engine.random_seed for seed in seeds.values()):
+        print(f"-- servers without a seed used {engine.random_seed}: --seed {engine.random_seed} repeats this run",
+              file=sys.stderr)
+    return EXIT_OK
 
 
 def run(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ from .access import Access
 from .config import EMBEDDED_NAME, Config, load_data, load_embedded, load_file
 from .hub import Hub
 from .session import Session
+from .simulation import Clock, SimulationService
 from .web import create_app
 from .world import World
 
@@ -46,7 +47,8 @@ class Service(Protocol):
 
 
 class Daemon:
-    def __init__(self, config: ConfigSource = None):
+    def __init__(self, config: ConfigSource = None, clock: Optional[Clock] = None):
+        """clock: the simulation's time (default the system clock; tests pass a ManualClock)."""
         self.config = load(config)
         self.loaded_at = datetime.now(timezone.utc)
         self.world = World(self.config)
@@ -58,6 +60,8 @@ class Daemon:
         self._site: Optional[web.TCPSite] = None
         self.services: list[Service] = []
         self._started: list[Service] = []
+        self.simulation = SimulationService(self.world, clock)
+        self.services.append(self.simulation)
 
     # -- lifecycle -----------------------------------------------------------------
     async def start(self) -> None:

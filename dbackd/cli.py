@@ -1,4 +1,4 @@
-"""The `dbackd` command line: run the daemon, check a config, print the schema.
+"""The `dbackd` command line: run the daemon, check a config, simulate it, print the schema.
 
 Parses arguments, prints for people, and hands work to the daemon and the loader.
 Exit codes: 0 fine, 1 a check found problems (or the daemon failed), 2 a config that
@@ -58,6 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--url", default="ws://127.0.0.1:3000/ws", help="the daemon's socket (default: %(default)s)")
     tail.add_argument("--server", default="default", help="server to join (default: %(default)s)")
     tail.add_argument("--password", default=None, help="legacy password for a private server")
+    sim = sub.add_parser("simulate", help="print a config's simulated events as JSON lines, fast-forwarded, without opening a port")
+    _config_option(sim, argparse.SUPPRESS)
+    sim.add_argument("--seconds", type=_positive, default=600.0, metavar="N", help="how much time to simulate (default 600)")
+    sim.add_argument("--seed", type=_seed, default=None, help="seed for every server (default: each server's own, else random)")
+    sim.add_argument("--server", metavar="ID", help="only this server (short id or snowflake)")
+    sim.add_argument("--start", type=_instant, default=None, metavar="TIME",
+                     help="wall-clock start for the activity curve, ISO 8601 (default: now; UTC if no offset)")
+    sim.add_argument("--summary-only", action="store_true", help="print only the summary")
     schema_cmd = sub.add_parser("schema", help="print the config's JSON Schema")
     schema_cmd.add_argument("--markdown", action="store_true", help="print the config reference as Markdown instead")
     return parser
@@ -81,7 +89,30 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return EXIT_OK
     if command == "check":
         return check(args.config, getattr(args, "diff", None))
+    if command == "simulate":
+        return simulate(args)
     return run(args)
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be a positive number of seconds")
+    return value
+
+
+def _seed(text: str) -> object:
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
+def _instant(text: str) -> float:
+    from datetime import datetime, timezone
+
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be a time like 2026-01-01T18:00 or 2026-01-01T18:00+01:00") from None
+    return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
 
 
 def _load(path: Optional[str]) -> Config:
@@ -170,6 +201,73 @@ def _private_summary(s: Server) -> str:
             who.append(f"{len(rules.roles)} role{'s' if len(rules.roles) != 1 else ''}")
         parts.append("login: " + " or ".join(who) + (" (mock)" if s.oauth.provider == "mock" else ""))
     return ", ".join(parts)
+
+
+def simulate(args: argparse.Namespace) -> int:
+    """Run the config's simulation in virtual time; events to stdout, the summary to stderr."""
+    import json
+    import time
+    from datetime import datetime, timezone
+
+    from . import protocol
+    from .simulation import Engine
+    from .simulation.report import Tally
+    from .world import World
+
+    try:
+        config = _load(args.config)
+    except ConfigError as exc:
+        _print_problems(exc)
+        return EXIT_PROBLEMS
+    only = None
+    if args.server is not None:
+        server = config.server(args.server)
+        if server is None:
+            print(f"no server {args.server!r} in {config.file or EMBEDDED_NAME} "
+                  f"(servers: {', '.join(s.id for s in config.servers)})", file=sys.stderr)
+            return EXIT_PROBLEMS
+        only = {server.snowflake}
+    logs.configure("warning", "console", sys.stderr)  # stdout carries only events
+    start = args.start if args.start is not None else time.time()
+    world = World(config)
+    engine = Engine(world, seed=args.seed, epoch=start, servers=only)
+    tally = Tally(world, lambda: engine.now)
+    out = sys.stdout
+    closed = False
+
+    def emit(event: object) -> None:
+        nonlocal closed
+        message = protocol.for_event(event)
+        if message is not None and not closed:
+            try:
+                out.write(json.dumps({"t": round(engine.now, 3), **message}, ensure_ascii=False) + "\n")
+            except BrokenPipeError:  # `dbackd simulate | head`: the reader has seen enough
+                closed = True
+
+    if not args.summary_only:
+        world.subscribe(emit)
+    # Advance in slices so a closed pipe ends the run early; the stream is the same either way.
+    now = 0.0
+    while now < args.seconds and not closed:
+        now = min(args.seconds, now + 60.0)
+        engine.advance_to(now)
+    try:
+        out.flush()
+    except BrokenPipeError:
+        closed = True
+    if closed:
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # keep Python quiet at exit
+        return EXIT_OK
+    began = datetime.fromtimestamp(start, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    seeds = {sf: runner.seed for sf, runner in engine.runners.items()}
+    print(f"-- summary: {args.seconds:g} s simulated from {began}", file=sys.stderr)
+    print(tally.summary(args.seconds, seeds, only), file=sys.stderr)
+    if args.seed is None and any(seed == engine.random_seed for seed in seeds.values()):
+        print(f"-- servers without a seed used {engine.random_seed}: --seed {engine.random_seed} repeats this run",
+              file=sys.stderr)
+    return EXIT_OK
 
 
 def run(args: argparse.Namespace) -> int:

@@ -25,6 +25,7 @@ from .metrics import Metrics
 from .oauth import OAuthService
 from .reload import Reloader
 from .session import Session
+from .simulation import Clock, SimulationService
 from .web import create_app
 from .world import World
 
@@ -57,11 +58,12 @@ SERVICE_STOP_TIMEOUT = 5.0  # seconds one service may take to stop before it is 
 
 class Daemon:
     def __init__(self, config: ConfigSource = None, *, host: Optional[str] = None, port: Optional[int] = None,
-                 static_dir: Optional[str] = None, watch: bool = True):
+                 static_dir: Optional[str] = None, watch: bool = True, clock: Optional[Clock] = None):
         """`config`: a model, a file path, plain data, or None for the embedded default.
 
         host/port/static_dir override the config (and keep doing so across reloads);
-        `watch` follows edits of the config file.
+        `watch` follows edits of the config file; `clock` is the simulation's time (default
+        the system clock; tests pass a ManualClock).
         """
         self._overrides = {"host": host, "port": port, "static_dir": static_dir}
         self.config = with_overrides(load(config), **self._overrides)
@@ -82,6 +84,8 @@ class Daemon:
         self.services: list[Service] = [self.reloader, self.oauth]
         self._started: list[Service] = []
         self._started_at: Optional[float] = None  # time.monotonic() when listening began
+        self.simulation = SimulationService(self.world, clock)
+        self.services.append(self.simulation)
 
     # -- lifecycle -----------------------------------------------------------------
     async def start(self) -> None:
@@ -167,7 +171,9 @@ class Daemon:
 
     def config_sources(self) -> tuple[Path, ...]:
         """Every file the running config was read from (what a reload watches)."""
-        return (Path(self.config.file).resolve(),) if self.config.file else ()
+        if not self.config.file:
+            return ()
+        return (Path(self.config.file).resolve(),) + self.config.includes
 
     def apply_config(self, new: Config) -> list[str]:
         """Make `new` the running config: the world moves in one step and clients see the changes.

@@ -168,6 +168,8 @@ class Hub:
         if isinstance(event, ServerClosed):
             self._close_server(event)
             return
+        if not self.members.get(getattr(event, "server", "")):
+            return  # nobody watches this server: nothing to encode
         message = protocol.for_event(event)
         if message is not None:
             self.broadcast(event.server, Outgoing.of(message))  # type: ignore[union-attr]

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
 
+import structlog
+
 from . import protocol
 from .config import STATUSES, Config, Server
 from .config.diff import ConfigDiff, diff
@@ -16,6 +18,8 @@ from .events import (ClientIdChanged, ConfigReplaced, Event, MessageSent, Presen
                      ServerListChanged)
 
 Subscriber = Callable[[Event], None]
+
+log = structlog.get_logger("dbackd.world")
 
 
 class UnknownServer(LookupError):
@@ -145,7 +149,10 @@ class World:
             self._server_list = None
         # MessageSent changes no state; it passes through so every listener sees it in order.
         for fn in list(self._subscribers):
-            fn(event)
+            try:
+                fn(event)
+            except Exception:  # one broken listener must not keep the event from the others
+                log.exception("world.subscriber_failed", kind=type(event).__name__)
 
     def reconfigure(self, new: Config) -> ConfigDiff:
         """Move the world to a new declaration in one step, as a sequence of events.

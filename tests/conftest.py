@@ -11,6 +11,7 @@ import pytest
 
 from dbackd.config import load_file, load_text
 from dbackd.daemon import Daemon
+from dbackd.simulation import ManualClock
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "dback.yaml"
@@ -60,17 +61,22 @@ async def read_until(proc, event: str) -> dict:
 
 @pytest.fixture
 async def start_daemon():
-    """start_daemon(config_or_path=None, **overrides) -> a started Daemon on a free loopback port."""
+    """start_daemon(config_or_path=None, text=None, clock=None) -> a started Daemon on a free loopback port.
+
+    The simulation runs on a ManualClock (the given one, or a fresh one): time stands still
+    unless the test moves it, so simulated events never race a test's own expectations.
+    """
     daemons: list[Daemon] = []
 
-    async def start(config: Any = EXAMPLE, text: Optional[str] = None) -> Daemon:
+    async def start(config: Any = EXAMPLE, text: Optional[str] = None, clock: Optional[ManualClock] = None) -> Daemon:
         if text is not None:
             loaded = load_text(text, "test.yaml", ROOT)
         elif isinstance(config, (str, Path)):
             loaded = load_file(config)
         else:
             loaded = config
-        d = Daemon(loaded, host="127.0.0.1", port=0, watch=text is None and isinstance(config, (str, Path)))
+        d = Daemon(loaded, host="127.0.0.1", port=0, watch=text is None and isinstance(config, (str, Path)),
+                   clock=clock or ManualClock())
         await d.start()
         daemons.append(d)
         return d

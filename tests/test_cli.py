@@ -77,6 +77,9 @@ async def test_real_process_serves_the_example_and_stops_on_sigterm():
                 assert join["type"] == "server-join" and len(join["data"]["users"]) == 4
                 proc.send_signal(signal.SIGTERM)
                 closing = await ws.receive(timeout=RECV_TIMEOUT)
+                while closing.type == aiohttp.WSMsgType.TEXT:  # the classic simulation may speak first
+                    assert json.loads(closing.data)["type"] in ("presence", "message")
+                    closing = await ws.receive(timeout=RECV_TIMEOUT)
                 assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == 1001
         assert await asyncio.wait_for(proc.wait(), 10) == 0
         rest = (await proc.stderr.read()).decode()

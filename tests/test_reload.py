@@ -360,3 +360,22 @@ async def test_tightened_access_revokes_existing_grants(tmp_path, open_client):
         assert (await alice.connect("club", discordToken="t-alice", discordUser={"id": "11"}))["type"] == "server-join"
     finally:
         await d.stop()
+
+
+async def test_editing_a_corpus_file_reloads(tmp_path):
+    from dbackd.simulation import ManualClock
+
+    lines = tmp_path / "lines.txt"
+    lines.write_text("hello\n")
+    path = tmp_path / "dback.yaml"
+    path.write_text('simulation: {messages: {corpus: "file:lines.txt"}}\n'
+                    'servers: [{snowflake: "1", id: a, name: A, users: [{uid: "2", username: b}]}]\n')
+    d = Daemon(path, host="127.0.0.1", port=0, clock=ManualClock())
+    await d.start()
+    try:
+        assert lines in d.config_sources()
+        lines.write_text("bonjour\nhola\n")
+        await reloaded(d, 1)
+        assert d.config.servers[0].simulation.messages.corpus == ("bonjour", "hola")
+    finally:
+        await d.stop()

@@ -16,6 +16,7 @@ from typing import Any, Mapping, Optional
 from urllib.parse import urlsplit
 
 from . import schema as _schema
+from . import simulation as _simulation
 from .environment import Environment
 from .errors import ConfigError, Problem
 from .model import Config, Mount, build, effective_oauth, normalise_prefix, seconds
@@ -65,13 +66,17 @@ def _finish(source: Source, base_dir: Path, problems: Optional[list[Problem]] = 
     problems = list(problems or [])
     if not isinstance(source.data, dict):
         raise ConfigError(problems + [source.problem((), "the document must be a mapping of keys (listen, servers, ...)")])
+    layers = _simulation.snapshot(source.data)  # as written: the schema is about to fill defaults in
     problems += _schema.validate(source)
     rule_problems, notes = _check_rules(source, base_dir)
     problems += rule_problems
+    sim_problems, sim_notes, simulations = _simulation.resolve(source, base_dir, layers, ok=not problems)
+    problems += sim_problems
     if problems:
         raise ConfigError(problems)
     file = None if source.file == "<dict>" else source.file
-    return build(source.data, base_dir, file, tuple(notes))
+    config = build(source.data, base_dir, file, tuple(notes + sim_notes), simulations)
+    return dataclasses.replace(config, includes=tuple(sorted(source.included)))
 
 
 def _check_rules(source: Source, base_dir: Path) -> tuple[list[Problem], list[str]]:

@@ -6,8 +6,11 @@ new model and the world is moved from the old one to the new one.
 """
 from __future__ import annotations
 
+import itertools
+import random
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping, Optional
@@ -89,6 +92,99 @@ class AccessRules:
 
 
 @dataclass(frozen=True)
+class Choice:
+    """Values with relative weights, for a weighted random pick (only values with weight > 0)."""
+
+    values: tuple[str, ...]
+    weights: tuple[float, ...]
+
+    @classmethod
+    def of(cls, weights: Mapping[str, float], order: Optional[tuple[str, ...]] = None) -> "Choice":
+        keys = [k for k in (order or tuple(weights)) if weights.get(k, 0) > 0]
+        return cls(tuple(keys), tuple(float(weights[k]) for k in keys))
+
+    @property
+    def uniform(self) -> bool:
+        return len(set(self.weights)) <= 1
+
+    @cached_property
+    def cum_weights(self) -> tuple[float, ...]:
+        return tuple(itertools.accumulate(self.weights))
+
+    def pick(self, rng: "random.Random") -> str:
+        if self.uniform:
+            return self.values[rng.randrange(len(self.values))]
+        return rng.choices(self.values, cum_weights=self.cum_weights)[0]
+
+
+@dataclass(frozen=True)
+class Rate:
+    """How often a step happens: mean (or exact) interval in seconds; 0 means never."""
+
+    interval: float
+    timing: str = "exponential"  # or "fixed"
+    per: str = "server"  # or "user": each user has this interval, the server's rate grows with them
+
+
+@dataclass(frozen=True)
+class UserPresence:
+    uid: str
+    weight: float = 1.0
+    transitions: tuple[tuple[str, Choice], ...] = ()
+
+
+@dataclass(frozen=True)
+class PresenceRules:
+    rate: Rate
+    transitions: tuple[tuple[str, Choice], ...]  # (status, next-status weights); no row: kept
+    users: tuple[UserPresence, ...] = ()
+
+    def row(self, status: str, user: Optional[UserPresence] = None) -> Optional[Choice]:
+        for table in ((user.transitions if user else ()), self.transitions):
+            for s, choice in table:
+                if s == status:
+                    return choice
+        return None
+
+
+@dataclass(frozen=True)
+class MessageRules:
+    rate: Rate
+    corpus: tuple[str, ...]
+    channels: Choice
+    statuses: tuple[str, ...]
+    chattiness: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class Activity:
+    timezone: str
+    points: tuple[tuple[float, float], ...]  # (seconds after local midnight, multiplier), sorted
+
+
+@dataclass(frozen=True)
+class Churn:
+    arrivals: Rate
+    departures: Rate
+    max: int
+    status: str
+    names: Any  # a pattern with {n} (str) or a tuple of words
+    colors: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Simulation:
+    """One server's merged simulation rules (see config/simulation.py for how they are layered)."""
+
+    seed: Optional[Any]
+    presence: PresenceRules
+    messages: MessageRules
+    activity: Optional[Activity] = None
+    churn: Optional[Churn] = None
+    generated: int = 0  # how many of the server's users `generate` made
+
+
+@dataclass(frozen=True)
 class Server:
     snowflake: str
     id: str
@@ -99,6 +195,7 @@ class Server:
     users: tuple[User, ...] = ()
     oauth: OAuth = OAuth()
     access: AccessRules = AccessRules()
+    simulation: Optional[Simulation] = None  # None: not simulated
 
     def public_info(self) -> dict[str, Any]:
         """What the client may see in server-list: never the password or access rules."""
@@ -159,6 +256,7 @@ class Config:
     websocket: WebSocket = WebSocket()
     metrics: MetricsEndpoint = MetricsEndpoint()
     file: Optional[str] = None  # where it was read from; None for a dict
+    includes: tuple[Path, ...] = ()  # other files it read (corpus files), followed by reloads
     raw: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), repr=False, compare=False)
     notes: tuple[str, ...] = field(default=(), compare=False)  # warnings worth showing in `check`
 
@@ -200,30 +298,15 @@ def _oauth(data: Mapping[str, Any]) -> OAuth:
     )
 
 
-def build(data: Mapping[str, Any], base_dir: Path, file: Optional[str], notes: tuple[str, ...] = ()) -> Config:
-    """Turn validated, default-filled data into the model."""
-    servers = tuple(
-        Server(
-            snowflake=s["snowflake"],
-            id=s["id"],
-            name=s["name"],
-            default=s["default"],
-            passworded=s["passworded"],
-            password=s.get("password"),
-            users=tuple(
-                User(uid=u["uid"], username=u["username"], status=u["status"], role_color=u["roleColor"].lower())
-                for u in s["users"]
-            ),
-            oauth=_oauth(effective_oauth(data["oauth"], s)),
-            access=AccessRules(
-                users=tuple(s["access"]["users"]),
-                guild_members=s["access"]["guild_members"],
-                roles=tuple(s["access"]["roles"]),
-                any_discord_user=s["access"]["any_discord_user"],
-            ),
-        )
-        for s in data["servers"]
-    )
+def build(data: Mapping[str, Any], base_dir: Path, file: Optional[str], notes: tuple[str, ...] = (),
+          simulations: Optional[list] = None) -> Config:
+    """Turn validated, default-filled data into the model.
+
+    `simulations` holds each server's merged simulation rules (plain data, or None when
+    the server is not simulated), as config/simulation.py resolves them.
+    """
+    sims = simulations or [None] * len(data["servers"])
+    servers = tuple(_server(s, sim, data["oauth"]) for s, sim in zip(data["servers"], sims))
     static = tuple(
         Mount(
             path=normalise_prefix(m["path"]),
@@ -248,6 +331,86 @@ def build(data: Mapping[str, Any], base_dir: Path, file: Optional[str], notes: t
         file=file,
         raw=freeze(dict(data)),
         notes=notes,
+    )
+
+
+def _server(s: Mapping[str, Any], sim: Optional[Mapping[str, Any]], top_oauth: Mapping[str, Any]) -> Server:
+    users = [User(uid=u["uid"], username=u["username"], status=u["status"], role_color=u["roleColor"].lower())
+             for u in s["users"]]
+    simulation = None
+    if sim is not None:
+        generated: list[User] = []
+        if sim.get("generate"):
+            from .simulation import generated_users  # it needs this module's helpers: import late
+
+            generated = [User(uid, name, status, colour) for uid, name, status, colour in
+                         generated_users(sim["generate"], sim.get("seed"), s["snowflake"], (u.uid for u in users))]
+        users += generated
+        simulation = build_simulation(sim, generated=len(generated))
+    return Server(
+        snowflake=s["snowflake"],
+        id=s["id"],
+        name=s["name"],
+        default=s["default"],
+        passworded=s["passworded"],
+        password=s.get("password"),
+        users=tuple(users),
+        oauth=_oauth(effective_oauth(top_oauth, s)),
+        access=AccessRules(
+            users=tuple(s["access"]["users"]),
+            guild_members=s["access"]["guild_members"],
+            roles=tuple(s["access"]["roles"]),
+            any_discord_user=s["access"]["any_discord_user"],
+        ),
+        simulation=simulation,
+    )
+
+
+def _transitions(table: Mapping[str, Mapping[str, float]]) -> tuple[tuple[str, Choice], ...]:
+    # A row whose weights are all 0 stays (empty): it keeps the status, even over an inherited row.
+    return tuple((status, Choice.of(table[status], STATUSES)) for status in STATUSES if status in table)
+
+
+def _rate(block: Mapping[str, Any], key: str = "interval") -> Rate:
+    return Rate(interval=seconds(block[key]), timing=block["timing"], per=block.get("per", "server"))
+
+
+def build_simulation(sim: Mapping[str, Any], generated: int = 0) -> Simulation:
+    """Merged, default-filled simulation data (already checked) → the frozen rules."""
+    from .simulation import time_of_day
+
+    p, m = sim["presence"], sim["messages"]
+    channels = m["channels"]
+    activity = sim.get("activity")
+    churn = sim.get("churn")
+    return Simulation(
+        seed=sim.get("seed"),
+        presence=PresenceRules(
+            rate=_rate(p),
+            transitions=_transitions(p["transitions"]),
+            users=tuple(UserPresence(uid, float(o.get("weight", 1)), _transitions(o.get("transitions", {})))
+                        for uid, o in p["users"].items()),
+        ),
+        messages=MessageRules(
+            rate=_rate(m),
+            corpus=tuple(m["corpus"]),
+            channels=Choice.of(channels) if isinstance(channels, Mapping) else Choice(tuple(channels), (1.0,) * len(channels)),
+            statuses=tuple(s for s in STATUSES if s in m["statuses"]),
+            chattiness=tuple((uid, float(w)) for uid, w in m["chattiness"].items()),
+        ),
+        activity=None if activity is None else Activity(
+            timezone=activity["timezone"],
+            points=tuple(sorted((time_of_day(k), float(v)) for k, v in activity["hours"].items())),  # type: ignore[misc]
+        ),
+        churn=None if churn is None else Churn(
+            arrivals=Rate(seconds(churn["arrivals"]), churn["timing"]),
+            departures=Rate(seconds(churn["departures"]), churn["timing"]),
+            max=churn["max"],
+            status=churn["status"],
+            names=churn["names"] if isinstance(churn["names"], str) else tuple(churn["names"]),
+            colors=tuple(c.lower() for c in churn["colors"]),
+        ),
+        generated=generated,
     )
 
 

@@ -29,8 +29,12 @@ def _type(node: dict, root: dict) -> str:
     if "anyOf" in node:
         return " or ".join(_type(n, root) for n in node["anyOf"])
     t = node.get("type", "")
+    if isinstance(t, list):
+        return " or ".join(t)
     if t == "array":
         return f"list of {_type(node.get('items', {}), root)}"
+    if t == "object" and "propertyNames" in node and isinstance(node.get("additionalProperties"), dict):
+        return "mapping"
     if t == "string" and node.get("pattern"):
         return "string"
     return t or "any"
@@ -40,6 +44,8 @@ def reference() -> str:
     root = schema()
     lines: list[str] = []
 
+    expanded: set[str] = set()  # $refs whose keys are listed already
+
     def walk(node: dict, path: str, required: set[str]) -> None:
         node = _deref(node, root)
         props = node.get("properties")
@@ -47,6 +53,9 @@ def reference() -> str:
             items = node.get("items")
             if node.get("type") == "array" and isinstance(items, dict) and "properties" in _deref(items, root):
                 walk(items, path + "[]", set())
+            values = node.get("additionalProperties")
+            if isinstance(values, dict) and "properties" in _deref(values, root):
+                walk(values, f"{path}.<{node.get('x-key', 'key')}>", set())
             return
         for name, sub in props.items():
             full = f"{path}.{name}" if path else name
@@ -57,6 +66,11 @@ def reference() -> str:
             req = " **Required.**" if name in required else ""
             desc = resolved.get("description", "")
             lines.append(f"| `{full}` | {_type(sub, root)} | {desc}{req}{default} |")
+            ref = sub.get("$ref")
+            if ref and "properties" in resolved:
+                if ref in expanded:
+                    continue  # listed once, where it first appears
+                expanded.add(ref)
             walk(sub, full, set(_deref(sub, root).get("required", [])))
 
     lines.append("| key | type | meaning |")

@@ -58,6 +58,19 @@ def _validator() -> Draft202012Validator:
     return _DefaultingValidator(s)
 
 
+@lru_cache(maxsize=None)
+def _part_validator(name: str) -> Draft202012Validator:
+    return _DefaultingValidator({"$ref": f"#/$defs/{name}", "$defs": schema()["$defs"]})
+
+
+def fill_defaults(instance: Any, name: str) -> Any:
+    """A copy of `instance` with the defaults of `$defs/<name>` filled in (for merged blocks)."""
+    data = copy.deepcopy(instance)
+    for _ in _part_validator(name).iter_errors(data):
+        pass
+    return data
+
+
 def validate(source: Source) -> list[Problem]:
     """Validate source.data in place (filling defaults); return the problems found."""
     problems = []
@@ -69,6 +82,10 @@ def validate(source: Source) -> list[Problem]:
 def _explain(source: Source, error: ValidationError) -> Iterator[Problem]:
     path = tuple(error.absolute_path)
     custom = error.schema.get("x-error") if isinstance(error.schema, dict) else None
+    if "propertyNames" in error.relative_schema_path and isinstance(error.instance, str):
+        # A bad key of a mapping (a status, a uid, a time of day): point at the key itself.
+        yield from _explain_key(source, path + (error.instance,), error, custom)
+        return
     if error.validator == "additionalProperties":
         allowed = list(error.schema.get("properties", {}))
         extras = [k for k in error.instance if k not in allowed] if isinstance(error.instance, dict) else []
@@ -92,6 +109,16 @@ def _explain(source: Source, error: ValidationError) -> Iterator[Problem]:
         yield source.problem(path, f"must be of type {_type_names(error.validator_value)}, not {_kind(error.instance)}")
         return
     yield source.problem(path, error.message)
+
+
+def _explain_key(source: Source, path: tuple, error: ValidationError, custom: Any) -> Iterator[Problem]:
+    if custom:
+        yield source.problem(path, custom, key=True)
+    elif error.validator == "enum":
+        choices = ", ".join(json.dumps(c) for c in error.validator_value)
+        yield source.problem(path, f"{json.dumps(error.instance)} is not one of {choices}", key=True)
+    else:
+        yield source.problem(path, error.message, key=True)
 
 
 def _type_names(value: Any) -> str:

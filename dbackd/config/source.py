@@ -31,6 +31,7 @@ class Source:
     marks: dict[Path, tuple[int, int]] = field(default_factory=dict)
     key_marks: dict[Path, tuple[int, int]] = field(default_factory=dict)
     from_env: set[Path] = field(default_factory=set)  # paths whose value came from ${VAR}
+    included: set = field(default_factory=set)  # other files the config read (corpus files): pathlib.Path
     env_defaulted: set[Path] = field(default_factory=set)  # ...of which a ${VAR:-default} used its default
 
     def position(self, path: Path, key: bool = False) -> tuple[int, int]:

@@ -1,11 +1,11 @@
 """Configuration: schema, loader and the immutable model (see loader.py for the pipeline)."""
 from .errors import ConfigError, Problem
 from .loader import EMBEDDED_NAME, embedded_text, load_data, load_embedded, load_file, load_text, with_overrides
-from .model import STATUSES, Config, Limits, Listen, Logging, Mount, Server, User, seconds
+from .model import STATUSES, Api, Config, Limits, Listen, Logging, Mount, Rate, Server, User, seconds
 from .schema import schema, schema_text
 
 __all__ = [
     "ConfigError", "Problem", "EMBEDDED_NAME", "embedded_text", "load_data", "load_embedded", "load_file",
     "load_text", "with_overrides", "STATUSES", "Config", "Limits", "Listen", "Logging", "Mount", "Server",
-    "User", "seconds", "schema", "schema_text",
+    "User", "seconds", "schema", "schema_text", "Api", "Rate",
 ]

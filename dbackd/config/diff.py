@@ -36,12 +36,13 @@ class ConfigDiff:
     users: tuple[UserChange, ...] = ()
     static_changed: bool = False
     limits_changed: bool = False
+    api_changed: bool = False
     restart_required: tuple[str, ...] = field(default=())  # keys that only take effect on restart
 
     @property
     def empty(self) -> bool:
         return not (self.servers_added or self.servers_removed or self.server_list_changed or self.users
-                    or self.static_changed or self.limits_changed or self.restart_required)
+                    or self.static_changed or self.limits_changed or self.api_changed or self.restart_required)
 
 
 def diff(old: Config, new: Config) -> ConfigDiff:
@@ -74,6 +75,7 @@ def diff(old: Config, new: Config) -> ConfigDiff:
         users=tuple(users),
         static_changed=old.static != new.static,
         limits_changed=old.limits != new.limits,
+        api_changed=old.api != new.api,
         restart_required=tuple(restart),
     )
 
@@ -100,5 +102,7 @@ def describe(d: ConfigDiff, old: Config, new: Config) -> list[str]:
         lines.append("~ static mounts changed: served from the next request")
     if d.limits_changed:
         lines.append("~ limits changed: buffer limits apply now, frame size and heartbeat to new sockets")
+    if d.api_changed:
+        lines.append("~ api settings changed: tokens and limits apply from the next request")  # never the tokens
     lines += [f"! {key} changed: takes effect only after a restart" for key in d.restart_required]
     return lines or ["no changes"]

@@ -19,6 +19,8 @@ from .model import Config, Mount, build, normalise_prefix
 from .source import Source, parse
 
 EMBEDDED_NAME = "<embedded default>"
+MIN_TOKEN_LENGTH = 16  # the schema's `token` pattern says the same
+MIN_TOKEN_SYMBOLS = 5  # 16 random hex digits have fewer only about once in a million
 
 
 def load_file(path: str | os.PathLike, env: Optional[Mapping[str, str]] = None) -> Config:
@@ -111,6 +113,16 @@ def _check_rules(source: Source, base_dir: Path) -> tuple[list[Problem], list[st
         problems.append(source.problem(("servers", i, "default"), f"only one server may be the default (already servers[{defaults[0]}], line {line})"))
     if not defaults:
         notes.append('no server is marked default: clients asking for "default" get an error')
+
+    api = data.get("api") if isinstance(data.get("api"), dict) else {}
+    for i, token in enumerate(_list(api.get("tokens"))):
+        # The schema checks length and characters; a long run of few symbols is still guessable.
+        # Never quote the token itself in a message.
+        if isinstance(token, str) and len(token) >= MIN_TOKEN_LENGTH and len(set(token)) < MIN_TOKEN_SYMBOLS:
+            problems.append(source.problem(("api", "tokens", i), f"too weak: only {len(set(token))} different characters "
+                                           "(make one with `openssl rand -hex 24` and give it with ${VAR})"))
+        elif isinstance(token, str) and source.file != "<dict>" and ("api", "tokens", i) not in source.from_env:
+            notes.append(f"api.tokens[{i}] is written in the file: give it with ${{VAR}} to keep it out of the file")
 
     duplicates([(normalise_prefix(m["path"]), ("static", i, "path")) for i, m in enumerate(mounts)
                 if isinstance(m.get("path"), str)], "mount path")

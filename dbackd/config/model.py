@@ -95,12 +95,32 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class Rate:
+    per_second: float = 50.0
+    burst: int = 100
+
+
+@dataclass(frozen=True)
+class Api:
+    """The HTTP API's settings; it is off while `tokens` is empty."""
+
+    tokens: tuple[str, ...] = field(default=(), repr=False)
+    max_body_bytes: int = 65536
+    rate: Rate = Rate()
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.tokens)
+
+
+@dataclass(frozen=True)
 class Config:
     servers: tuple[Server, ...]
     listen: Listen = Listen()
     static: tuple[Mount, ...] = ()
     logging: Logging = Logging()
     limits: Limits = Limits()
+    api: Api = Api()
     file: Optional[str] = None  # where it was read from; None for a dict
     raw: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), repr=False, compare=False)
     notes: tuple[str, ...] = field(default=(), compare=False)  # warnings worth showing in `check`
@@ -154,6 +174,11 @@ def build(data: Mapping[str, Any], base_dir: Path, file: Optional[str], notes: t
             max_message_bytes=lim["max_message_bytes"],
             send_buffer_bytes=lim["send_buffer_bytes"],
             heartbeat=seconds(lim["heartbeat"]),
+        ),
+        api=Api(
+            tokens=tuple(data["api"]["tokens"]),
+            max_body_bytes=data["api"]["max_body_bytes"],
+            rate=Rate(float(data["api"]["rate"]["per_second"]), data["api"]["rate"]["burst"]),
         ),
         file=file,
         raw=freeze(dict(data)),

@@ -17,7 +17,7 @@ import hmac
 import json
 import math
 import time
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional, Sequence
 
 import structlog
 from aiohttp import web
@@ -25,6 +25,7 @@ from aiohttp import web
 from . import __version__, apischema
 from .apischema import InvalidRequest
 from .config import Api
+from .events import PresenceChanged
 from .world import DeclaredUser, UnknownServer, UnknownUser
 
 if TYPE_CHECKING:
@@ -205,7 +206,7 @@ class HttpApi:
             world.apply(event)
         return web.json_response({"applied": len(events)})
 
-    def _batch(self, snowflake: str, items: list[dict]) -> list:
+    def _batch(self, snowflake: str, items: Sequence[dict]) -> list[PresenceChanged]:
         """Every event of a batch, checked as if the earlier ones were applied; none is applied here."""
         world = self.daemon.world
         users = world.servers[snowflake].users
@@ -214,7 +215,7 @@ class HttpApi:
         def exists(uid: str) -> bool:
             return present.get(uid, uid in users)
 
-        events = []
+        events: list[PresenceChanged] = []
         for i, p in enumerate(items):
             try:
                 event = world.presence_event(snowflake, p["uid"], p["status"], p.get("username"), p.get("roleColor"),

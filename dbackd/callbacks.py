@@ -96,9 +96,9 @@ class Callbacks:
         if task.cancelled():
             log.error("callback.failed", callback=name, error="cancelled")
             raise CallbackFailed(name)
-        exc = task.exception()
-        if exc is not None:
-            log.error("callback.failed", callback=name, error=repr(exc), exc_info=exc)
+        error = task.exception()
+        if error is not None:
+            log.error("callback.failed", callback=name, error=repr(error), exc_info=error)
             raise CallbackFailed(name)
         return task.result()
 

@@ -18,7 +18,7 @@ from aiohttp import web
 from . import __version__
 from .access import Access
 from .callbacks import Callbacks
-from .config import EMBEDDED_NAME, Config, ConfigError, load_data, load_embedded, load_file, with_overrides
+from .config import Config, ConfigError, load_data, load_embedded, load_file, with_overrides
 from .config.diff import describe
 from .host import HostApi
 from .hub import Hub
@@ -202,7 +202,7 @@ class Daemon(HostApi):
 
     @property
     def config_name(self) -> str:
-        return self.config.file or EMBEDDED_NAME
+        return self.config.file or "<python data>"  # the embedded default names itself; a dict or model does not
 
     def socket_paths(self) -> set[str]:
         return {"/", "/ws"} | {m.ws_path for m in self.config.static}

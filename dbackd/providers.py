@@ -135,12 +135,13 @@ def overlay(base: Config, provided: Optional[Provided]) -> Config:
     # 1. The providers' answers alone, as a config: servers they give, plus stand-ins
     #    for configured servers they only give users for.
     doc: list[dict] = []
-    for s in provided.servers:
-        doc.append({**s, "users": _by_uid(s.get("users") or [], provided.users.get(str(s.get("snowflake")), ()))})
-    for snowflake, users in provided.users.items():
-        if snowflake not in given and users:
+    for given_server in provided.servers:
+        users = _by_uid(given_server.get("users") or [], provided.users.get(str(given_server.get("snowflake")), ()))
+        doc.append({**given_server, "users": users})
+    for snowflake, only_users in provided.users.items():
+        if snowflake not in given and only_users:
             info = declared[snowflake]
-            doc.append({"snowflake": snowflake, "id": info.id, "name": info.name, "users": list(users)})
+            doc.append({"snowflake": snowflake, "id": info.id, "name": info.name, "users": list(only_users)})
     own = {s.snowflake: s for s in _check(doc).servers}
     # 2. Laid over the configured servers, field by field.
     merged: list[Server] = []

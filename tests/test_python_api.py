@@ -5,7 +5,6 @@ import asyncio
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -116,6 +115,7 @@ async def test_bad_input_raises_and_sends_nothing(daemon, http):
 
 async def test_snapshots_are_copies(daemon):
     d = daemon
+    assert d.health()["config"] == "<python data>"
     servers, users = d.servers(), d.users("home")
     assert servers[0] == {"snowflake": "1", "id": "home", "name": "Home", "default": True, "passworded": False,
                           "users": 2, "clients": 0}

@@ -467,3 +467,11 @@ async def test_token_changes_follow_reload(tmp_path, http, monkeypatch):
         assert (await call("GET", "/api/servers"))[1] == {"error": api.API_OFF}
     finally:
         await d.stop()
+
+
+@pytest.mark.parametrize("path", ["/api", "/api/", "/api/docs"])
+def test_static_mounts_cannot_hide_under_the_api(path):
+    text = f'static: [{{path: "{path}", builtin: true}}]\nservers: [{{snowflake: "1", id: a, name: A}}]\n'
+    with pytest.raises(ConfigError, match="static\\[0\\].path: /api/ is the HTTP API's"):
+        load_text(text, "t.yaml", ROOT, {})
+    load_text(text.replace(path, "/apiary"), "t.yaml", ROOT, {})

@@ -127,6 +127,8 @@ def _check_rules(source: Source, base_dir: Path) -> tuple[list[Problem], list[st
     duplicates([(normalise_prefix(m["path"]), ("static", i, "path")) for i, m in enumerate(mounts)
                 if isinstance(m.get("path"), str)], "mount path")
     for i, m in enumerate(mounts):
+        if isinstance(m.get("path"), str) and (normalise_prefix(m["path"]) + "/").startswith("/api/"):
+            problems.append(source.problem(("static", i, "path"), "/api/ is the HTTP API's: serve files elsewhere"))
         if isinstance(m.get("dir"), str):
             d = (base_dir / m["dir"]).resolve()
             if not d.is_dir():

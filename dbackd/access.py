@@ -30,6 +30,8 @@ async def _refuse_oauth(server: Server, token: str, claimed: dict) -> bool:
 class Access:
     def __init__(self, verify_oauth: Optional[OAuthVerifier] = None):
         self.verify_oauth = verify_oauth or _refuse_oauth
+        # A host program's validator (Daemon.on_validate_discord_user): when set, it decides.
+        self.validator: Optional[OAuthVerifier] = None
 
     async def check(self, server: Server, request: Connect) -> Verdict:
         if not server.passworded:
@@ -39,6 +41,7 @@ class Access:
         ):
             return Verdict.ALLOWED
         if request.discord_token is not None and request.discord_user is not None:
-            ok = await self.verify_oauth(server, request.discord_token, dict(request.discord_user))
+            verify = self.validator or self.verify_oauth
+            ok = await verify(server, request.discord_token, dict(request.discord_user))
             return Verdict.ALLOWED if ok else Verdict.AUTH_FAILED
         return Verdict.AUTH_REQUIRED

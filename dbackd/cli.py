@@ -1,13 +1,16 @@
-"""The `dbackd` command line: run the daemon, check a config, simulate it, print the schema.
+"""The `dbackd` command line: run the daemon, check a config, simulate it, print the schema,
+and drive a running daemon through its HTTP API (`say`, `presence`).
 
 Parses arguments, prints for people, and hands work to the daemon and the loader.
-Exit codes: 0 fine, 1 a check found problems (or the daemon failed), 2 a config that
-cannot be used at start-up.
+Exit codes: 0 fine, 1 a check found problems (or the daemon failed, or refused an API
+request), 2 a config that cannot be used at start-up (or no API token to send).
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
 import signal
 import sys
 from typing import TYPE_CHECKING, Optional, Sequence
@@ -66,14 +69,37 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--start", type=_instant, default=None, metavar="TIME",
                      help="wall-clock start for the activity curve, ISO 8601 (default: now; UTC if no offset)")
     sim.add_argument("--summary-only", action="store_true", help="print only the summary")
+    say = sub.add_parser("say", help="make a user say something, through a running daemon's HTTP API")
+    _api_options(say)
+    say.add_argument("server", metavar="SERVER", help="server: short id, snowflake or default")
+    say.add_argument("uid", metavar="UID", help="the speaking user's Discord id")
+    say.add_argument("text", metavar="TEXT", help="what the user says")
+    say.add_argument("--channel", default="0", metavar="ID",
+                     help="channel id; messages in one channel queue up (default: %(default)s)")
+    presence = sub.add_parser("presence", help="set a user's status through a running daemon's HTTP API")
+    _api_options(presence)
+    presence.add_argument("server", metavar="SERVER", help="server: short id, snowflake or default")
+    presence.add_argument("uid", metavar="UID", help="the user's Discord id")
+    presence.add_argument("status", metavar="STATUS", help="online, idle, dnd or offline")
+    presence.add_argument("--username", help="name shown over the actor (needed to add a user)")
+    presence.add_argument("--color", metavar="#RRGGBB", help="the actor's colour")
+    presence.add_argument("--delete", action="store_true", help="remove the (runtime) user")
     schema_cmd = sub.add_parser("schema", help="print the config's JSON Schema")
     schema_cmd.add_argument("--markdown", action="store_true", help="print the config reference as Markdown instead")
     return parser
 
 
+def _api_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", default="http://127.0.0.1:3000", help="the daemon (default: %(default)s)")
+    p.add_argument("--token-file", metavar="FILE",
+                   help="read the API token from FILE (default: the DBACKD_API_TOKEN environment variable)")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     command = args.command or "run"
+    if command in ("say", "presence"):
+        return api_command(args)
     if command == "schema":
         if args.markdown:
             from .config.reference import reference
@@ -147,6 +173,9 @@ def summary(config: Config) -> str:
              f"listen   {config.listen.host}:{config.listen.port}"]
     for m in config.static:
         lines.append(f"static   {m.path} -> {m.dir or 'built-in page'} (socket also at {m.ws_path})")
+    api = config.api
+    lines.append(f"api      on at /api/, {len(api.tokens)} token{'s' if len(api.tokens) != 1 else ''}, "
+                 f"{api.rate.per_second:g} requests/s (burst {api.rate.burst}) each" if api.enabled else "api      off")
     lines.append(f"servers  {len(config.servers)}")
     width_id = max(len(s.id) for s in config.servers)
     width_name = max(len(s.name) for s in config.servers)
@@ -268,6 +297,61 @@ def simulate(args: argparse.Namespace) -> int:
         print(f"-- servers without a seed used {engine.random_seed}: --seed {engine.random_seed} repeats this run",
               file=sys.stderr)
     return EXIT_OK
+
+
+def _token(args: argparse.Namespace) -> Optional[str]:
+    if args.token_file:
+        with open(args.token_file, encoding="utf-8") as f:
+            return f.read().strip() or None
+    return os.environ.get("DBACKD_API_TOKEN") or None
+
+
+def api_command(args: argparse.Namespace) -> int:
+    """`say` and `presence`: one request to the HTTP API; the daemon's error is printed as it is."""
+    prog = f"dbackd {args.command}"
+    try:
+        token = _token(args)
+    except OSError as exc:
+        print(f"{prog}: cannot read the token file: {exc}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    if token is None:
+        print(f"{prog}: no API token: set DBACKD_API_TOKEN or give --token-file", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    base = args.url.rstrip("/")
+    if args.command == "say":
+        path, body = "messages", {"uid": args.uid, "message": args.text, "channel": args.channel}
+    else:
+        path, body = "presence", {"uid": args.uid, "status": args.status}
+        if args.username:
+            body["username"] = args.username
+        if args.color:
+            body["roleColor"] = args.color
+        if args.delete:
+            body["delete"] = True
+    from urllib.parse import quote
+
+    url = f"{base}/api/servers/{quote(args.server, safe='')}/{path}"
+    return asyncio.run(_post(prog, url, token, body))
+
+
+async def _post(prog: str, url: str, token: str, body: dict) -> int:
+    import aiohttp
+
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+            async with http.post(url, json=body, headers={"Authorization": f"Bearer {token}"}) as r:
+                text = await r.text()
+                if r.status < 300:
+                    return EXIT_OK
+                try:
+                    reason = json.loads(text)["error"]
+                except (ValueError, KeyError, TypeError):
+                    reason = text.strip() or r.reason
+                print(f"{prog}: {r.status}: {reason}", file=sys.stderr)
+                return EXIT_PROBLEMS
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        print(f"{prog}: cannot reach {url}: {exc or type(exc).__name__}", file=sys.stderr)
+        return EXIT_PROBLEMS
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,7 +1,8 @@
 """The daemon: one object that owns the config, the world, the hub and the web server.
 
-Start and stop it inside any asyncio loop (the CLI does, and so can a host program).
-It wires the parts together and keeps their lifecycle; the parts do the work.
+Start and stop it inside any asyncio loop (the CLI does, and so can a host program,
+which drives it through the Python API in host.py, mixed in here). It wires the parts
+together and keeps their lifecycle; the parts do the work.
 """
 from __future__ import annotations
 
@@ -17,12 +18,15 @@ from aiohttp import web
 
 from . import __version__
 from .access import Access
-from .config import EMBEDDED_NAME, Config, load_data, load_embedded, load_file, with_overrides
+from .callbacks import Callbacks
+from .config import Config, ConfigError, load_data, load_embedded, load_file, with_overrides
 from .config.diff import describe
+from .host import HostApi
 from .hub import Hub
 from .lifecycle import Listener
 from .metrics import Metrics
 from .oauth import OAuthService
+from .providers import Provided, overlay
 from .reload import Reloader
 from .session import Session
 from .simulation import Clock, SimulationService
@@ -56,7 +60,9 @@ class Service(Protocol):
 SERVICE_STOP_TIMEOUT = 5.0  # seconds one service may take to stop before it is abandoned
 
 
-class Daemon:
+class Daemon(HostApi):
+    """The dbackd daemon. See host.py for what a host program can do with it."""
+
     def __init__(self, config: ConfigSource = None, *, host: Optional[str] = None, port: Optional[int] = None,
                  static_dir: Optional[str] = None, watch: bool = True, clock: Optional[Clock] = None):
         """`config`: a model, a file path, plain data, or None for the embedded default.
@@ -67,6 +73,9 @@ class Daemon:
         """
         self._overrides = {"host": host, "port": port, "static_dir": static_dir}
         self.config = with_overrides(load(config), **self._overrides)
+        self._base = self.config  # the declaration from the config source, before the providers' overlay
+        self._provided: Optional[Provided] = None
+        self._refresh_lock = asyncio.Lock()
         self.loaded_at = datetime.now(timezone.utc)
         self.restart_required: tuple[str, ...] = ()
         self.world = World(self.config)
@@ -77,6 +86,7 @@ class Daemon:
         self.oauth = OAuthService(self.config, on_verified=self.metrics.oauth_verification)
         self.access = Access(self.oauth.verify)
         self.session = Session(self.world, self.hub, self.access, self.metrics)
+        self.callbacks = Callbacks(self.world)
         self.app = create_app(self)
         self._runner: Optional[web.AppRunner] = None
         self._site: Optional[web.TCPSite] = None
@@ -89,7 +99,9 @@ class Daemon:
 
     # -- lifecycle -----------------------------------------------------------------
     async def start(self) -> None:
-        """Listen on the configured address; returns once the port is open."""
+        """Ask the data providers (if any), then listen; returns once the port is open."""
+        self.callbacks.open()
+        await self.refresh()
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
         await self._runner.setup()
         self._site = web.TCPSite(self._runner, self.config.listen.host, self.config.listen.port)
@@ -122,6 +134,7 @@ class Daemon:
                 await asyncio.wait_for(service.stop(), SERVICE_STOP_TIMEOUT)
             except Exception as exc:  # a broken service must not keep the others running
                 log.error("daemon.service_stop_failed", service=type(service).__name__, error=repr(exc))
+        await self.callbacks.close()  # first: requests waiting on user code end now, not at the shutdown timeout
         if self._runner is not None:
             connections = len(self.hub.connections)
             # aiohttp stops accepting, runs on_shutdown (close every socket with 1001), then
@@ -166,8 +179,10 @@ class Daemon:
     def load_config(self) -> Config:
         """Read the running config's file again, with the same overrides. Blocking: run it in a thread."""
         if self.config.file is None:
-            return self.config
-        return with_overrides(load_file(self.config.file), **self._overrides)
+            return self._base
+        base = with_overrides(load_file(self.config.file), **self._overrides)
+        overlay(base, self._provided)  # a file that conflicts with what the providers declare is refused
+        return base
 
     def config_sources(self) -> tuple[Path, ...]:
         """Every file the running config was read from (what a reload watches)."""
@@ -178,9 +193,22 @@ class Daemon:
     def apply_config(self, new: Config) -> list[str]:
         """Make `new` the running config: the world moves in one step and clients see the changes.
 
-        Returns a line per change. Settings that cannot change live (listen, logging)
-        are kept as they are and reported in restart_required.
+        `new` is the config source's declaration; the data providers' last answer is laid
+        over it. Returns a line per change. Settings that cannot change live (listen,
+        logging) are kept as they are and reported in restart_required.
         """
+        self._base = new
+        try:
+            effective = overlay(new, self._provided)
+        except ConfigError as exc:  # the providers answered in between: their answer waits for refresh()
+            log.warning("provider.dropped", reason="conflicts with the new config",
+                        errors=[p.message for p in exc.problems])
+            self._provided = None
+            effective = new
+        return self._move(effective)
+
+    def _move(self, new: Config) -> list[str]:
+        """Move the world to the effective declaration `new` (config plus providers)."""
         old = self.config
         self.config = new
         changes = self.world.reconfigure(new)
@@ -221,7 +249,7 @@ class Daemon:
 
     @property
     def config_name(self) -> str:
-        return self.config.file or EMBEDDED_NAME
+        return self.config.file or "<python data>"  # the embedded default names itself; a dict or model does not
 
     def socket_paths(self) -> set[str]:
         return {"/", "/ws"} | {m.ws_path for m in self.config.static}

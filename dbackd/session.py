@@ -6,6 +6,8 @@ writes to a socket itself.
 """
 from __future__ import annotations
 
+from typing import Awaitable, Callable, Optional
+
 import structlog
 
 from . import protocol
@@ -13,7 +15,7 @@ from .access import Access, Verdict
 from .hub import Connection, Hub
 from .metrics import Metrics
 from .protocol import ClientError, Connect
-from .world import World
+from .world import ServerState, World
 
 log = structlog.get_logger("dbackd.session")
 
@@ -29,6 +31,8 @@ class Session:
         self.hub = hub
         self.access = access
         self.metrics = metrics
+        # Consulted after access is granted and before server-join (the client-id provider).
+        self.before_join: Optional[Callable[[ServerState], Awaitable[None]]] = None
 
     async def handle_text(self, conn: Connection, text: str) -> None:
         try:
@@ -58,7 +62,9 @@ class Session:
         if verdict is not Verdict.ALLOWED:
             self._refuse(conn, request, verdict.value, _REFUSALS[verdict])
             return
-        # The check may have awaited: the server may have gone or changed meanwhile.
+        if self.before_join is not None:
+            await self.before_join(state)
+        # The checks may have awaited: the server may have gone or changed meanwhile.
         current = self.world.resolve(request.server)
         if current is None:
             self._refuse(conn, request, "unknown_server", protocol.UNKNOWN_SERVER)

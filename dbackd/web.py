@@ -2,7 +2,8 @@
 
 The socket handler reads client frames and passes them to the session; every byte
 sent to a client goes through the hub. Routes read the world and config through the
-daemon and change nothing directly.
+daemon and change nothing directly; the HTTP API (api.py) changes the world through its
+event builders.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING
 import structlog
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from . import __version__, static
+from . import __version__, api, static
 from .hub import Connection
 from .protocol import ClientError
 
@@ -29,6 +30,7 @@ def create_app(daemon: "Daemon") -> web.Application:
     app.router.add_get("/api/version", api_version)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    api.register(app, daemon)  # the rest of /api/
     app.router.add_get("/{tail:.*}", dispatch)
     app.on_shutdown.append(_close_sockets)
     return app
@@ -79,6 +81,10 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         if path in daemon.socket_paths():
             return await socket(request)
         raise web.HTTPNotFound()
+    if daemon.callbacks.has("on_static_request"):
+        response = await daemon.callbacks.static_response(path)
+        if response is not None:
+            return response
     found = static.mount_for(daemon.config.static, path)
     if found is None:
         raise web.HTTPNotFound()

@@ -30,6 +30,10 @@ class UnknownUser(LookupError):
     pass
 
 
+class DeclaredUser(ValueError):
+    """A change only the declaration may make (removing a user the config or a provider declares)."""
+
+
 @dataclass
 class UserState:
     uid: str
@@ -52,6 +56,7 @@ class ServerState:
         self.client_id: Optional[str] = info.oauth.client_id  # update-clientid may change it later
         self._users_json: Optional[bytes] = None
         self._fragments: dict[str, bytes] = {}  # uid -> encoded '"uid":{...}', kept across changes
+        self._declared: tuple[Optional[Server], frozenset[str]] = (None, frozenset())
 
     @property
     def snowflake(self) -> str:
@@ -79,6 +84,14 @@ class ServerState:
             self._fragments.clear()
         else:
             self._fragments.pop(uid, None)
+
+    def declared(self, uid: str) -> bool:
+        """True for a user the declaration (config, providers) names; False for a runtime user."""
+        info, uids = self._declared
+        if info is not self.info:  # the declaration was replaced since the last question
+            uids = frozenset(u.uid for u in self.info.users)
+            self._declared = (self.info, uids)
+        return uid in uids
 
 
 class World:
@@ -111,7 +124,7 @@ class World:
     def get(self, ref: str) -> ServerState:
         state = self.resolve(ref)
         if state is None:
-            raise UnknownServer(ref)
+            raise UnknownServer(f"no server {ref!r} (give its short id, its snowflake or \"default\")")
         return state
 
     # -- changing ------------------------------------------------------------------
@@ -192,24 +205,43 @@ class World:
                 ))
         return changes
 
-    def set_presence(self, server: str, uid: str, status: str, username: Optional[str] = None,
-                     role_color: Optional[str] = None, delete: bool = False) -> PresenceChanged:
+    def presence_event(self, server: str, uid: str, status: str, username: Optional[str] = None,
+                       role_color: Optional[str] = None, delete: bool = False,
+                       exists: Optional[Callable[[str], bool]] = None) -> PresenceChanged:
+        """Build (without applying) the event for a presence change, or raise why it cannot apply.
+
+        A new uid needs a username (it becomes a runtime user, drawn #ffffff unless a colour
+        is given); only runtime users can be deleted. `exists` answers "is this uid there?"
+        in place of the live state, so a batch can be checked as if applied in order.
+        """
         state = self.get(server)
         if status not in STATUSES:
-            raise ValueError(f"status must be one of {', '.join(STATUSES)}")
-        known = uid in state.users
-        if delete and not known:
-            raise UnknownUser(uid)
-        if not known and not username:
-            raise UnknownUser(f"{uid} (a new user needs a username)")
-        event = PresenceChanged(state.snowflake, uid, status, username, role_color.lower() if role_color else None, delete)
+            raise ValueError(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
+        known = exists(uid) if exists is not None else uid in state.users
+        if delete:
+            if not known:
+                raise UnknownUser(f"user {uid} is not in server {state.info.id}")
+            if state.declared(uid):
+                raise DeclaredUser(f"user {uid} is declared for server {state.info.id} (by the config or a data "
+                                   "provider) and cannot be removed at runtime: set its status to offline, or "
+                                   "remove it from the declaration")
+        elif not known:
+            if not username:
+                raise UnknownUser(f"user {uid} is not in server {state.info.id} (give a username to add it)")
+            role_color = role_color or "#ffffff"
+        return PresenceChanged(state.snowflake, uid, status, username, role_color.lower() if role_color else None,
+                               delete)
+
+    def set_presence(self, server: str, uid: str, status: str, username: Optional[str] = None,
+                     role_color: Optional[str] = None, delete: bool = False) -> PresenceChanged:
+        event = self.presence_event(server, uid, status, username, role_color, delete)
         self.apply(event)
         return event
 
     def say(self, server: str, uid: str, message: str, channel: str) -> MessageSent:
         state = self.get(server)
         if uid not in state.users:
-            raise UnknownUser(uid)
+            raise UnknownUser(f"user {uid} is not in server {state.info.id}")
         event = MessageSent(state.snowflake, uid, message, channel)
         self.apply(event)
         return event

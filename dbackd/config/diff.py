@@ -39,13 +39,15 @@ class ConfigDiff:
     static_changed: bool = False
     limits_changed: bool = False
     websocket_changed: bool = False
+    api_changed: bool = False
     restart_required: tuple[str, ...] = field(default=())  # keys that only take effect on restart
 
     @property
     def empty(self) -> bool:
         return not (self.servers_added or self.servers_removed or self.server_list_changed or self.users
                     or self.access_changed or self.client_ids
-                    or self.static_changed or self.limits_changed or self.websocket_changed or self.restart_required)
+                    or self.static_changed or self.limits_changed or self.websocket_changed or self.api_changed
+                    or self.restart_required)
 
 
 def diff(old: Config, new: Config) -> ConfigDiff:
@@ -87,6 +89,7 @@ def diff(old: Config, new: Config) -> ConfigDiff:
         static_changed=old.static != new.static,
         limits_changed=old.limits != new.limits,
         websocket_changed=old.websocket != new.websocket,
+        api_changed=old.api != new.api,
         restart_required=tuple(restart),
     )
 
@@ -124,5 +127,7 @@ def describe(d: ConfigDiff, old: Config, new: Config) -> list[str]:
         lines.append("~ limits changed: buffer limits apply now, frame size and heartbeat to new sockets")
     if d.websocket_changed:
         lines.append("~ websocket options changed: new sockets use them, open ones keep what they negotiated")
+    if d.api_changed:
+        lines.append("~ api settings changed: tokens and limits apply from the next request")  # never the tokens
     lines += [f"! {key} changed: takes effect only after a restart" for key in d.restart_required]
     return lines or ["no changes"]

@@ -23,6 +23,8 @@ from .model import Config, Mount, build, effective_oauth, normalise_prefix, seco
 from .source import Source, parse
 
 EMBEDDED_NAME = "<embedded default>"
+MIN_TOKEN_LENGTH = 16  # the schema's `token` pattern says the same
+MIN_TOKEN_SYMBOLS = 5  # 16 random hex digits have fewer only about once in a million
 
 
 def load_file(path: str | os.PathLike, env: Optional[Mapping[str, str]] = None) -> Config:
@@ -120,10 +122,21 @@ def _check_rules(source: Source, base_dir: Path) -> tuple[list[Problem], list[st
         notes.append('no server is marked default: clients asking for "default" get an error')
 
     _check_oauth_blocks(source, data, servers, problems)
+    api = data.get("api") if isinstance(data.get("api"), dict) else {}
+    for i, token in enumerate(_list(api.get("tokens"))):
+        # The schema checks length and characters; a long run of few symbols is still guessable.
+        # Never quote the token itself in a message.
+        if isinstance(token, str) and len(token) >= MIN_TOKEN_LENGTH and len(set(token)) < MIN_TOKEN_SYMBOLS:
+            problems.append(source.problem(("api", "tokens", i), f"too weak: only {len(set(token))} different characters "
+                                           "(make one with `openssl rand -hex 24` and give it with ${VAR})"))
+        elif isinstance(token, str) and source.file != "<dict>" and ("api", "tokens", i) not in source.from_env:
+            notes.append(f"api.tokens[{i}] is written in the file: give it with ${{VAR}} to keep it out of the file")
 
     duplicates([(normalise_prefix(m["path"]), ("static", i, "path")) for i, m in enumerate(mounts)
                 if isinstance(m.get("path"), str)], "mount path")
     for i, m in enumerate(mounts):
+        if isinstance(m.get("path"), str) and (normalise_prefix(m["path"]) + "/").startswith("/api/"):
+            problems.append(source.problem(("static", i, "path"), "/api/ is the HTTP API's: serve files elsewhere"))
         if isinstance(m.get("dir"), str):
             d = (base_dir / m["dir"]).resolve()
             if not d.is_dir():

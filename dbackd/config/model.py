@@ -247,6 +247,27 @@ class MetricsEndpoint:
 
 
 @dataclass(frozen=True)
+class ApiRate:
+    """A token bucket: `per_second` on average, `burst` at once."""
+
+    per_second: float = 50.0
+    burst: int = 100
+
+
+@dataclass(frozen=True)
+class Api:
+    """The HTTP API's settings; it is off while `tokens` is empty."""
+
+    tokens: tuple[str, ...] = field(default=(), repr=False)
+    max_body_bytes: int = 65536
+    rate: ApiRate = ApiRate()
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.tokens)
+
+
+@dataclass(frozen=True)
 class Config:
     servers: tuple[Server, ...]
     listen: Listen = Listen()
@@ -255,6 +276,7 @@ class Config:
     limits: Limits = Limits()
     websocket: WebSocket = WebSocket()
     metrics: MetricsEndpoint = MetricsEndpoint()
+    api: Api = Api()
     file: Optional[str] = None  # where it was read from; None for a dict
     includes: tuple[Path, ...] = ()  # other files it read (corpus files), followed by reloads
     raw: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), repr=False, compare=False)
@@ -328,6 +350,11 @@ def build(data: Mapping[str, Any], base_dir: Path, file: Optional[str], notes: t
         ),
         websocket=WebSocket(**data["websocket"]),
         metrics=MetricsEndpoint(**data["metrics"]),
+        api=Api(
+            tokens=tuple(data["api"]["tokens"]),
+            max_body_bytes=data["api"]["max_body_bytes"],
+            rate=ApiRate(float(data["api"]["rate"]["per_second"]), data["api"]["rate"]["burst"]),
+        ),
         file=file,
         raw=freeze(dict(data)),
         notes=notes,

@@ -1,0 +1,174 @@
+"""Callbacks of a host program, run with a timeout each and their failures contained.
+
+A program that embeds dbackd registers async functions on its Daemon (data providers, an
+OAuth validator, a client-id provider, a static-request hook); this module runs them. A
+callback that raises, outlives its timeout or answers something unusable is logged (with
+its exception) and counts as "no answer": the callers turn that into the protocol's own
+errors, so user code never crashes the daemon or holds up other clients. Every task
+started here is owned here and cancelled on stop. Nothing here changes state except
+through the world's event builders.
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional
+
+import structlog
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from .config import Server
+    from .world import ServerState, World
+
+log = structlog.get_logger("dbackd.callbacks")
+
+# Seconds a callback may take before it is cancelled and treated as having failed.
+DEFAULT_TIMEOUTS = {
+    "on_get_server_data": 10.0,
+    "on_get_user_data": 10.0,
+    "on_validate_discord_user": 5.0,
+    "on_get_client_id": 2.0,
+    "on_static_request": 5.0,
+}
+_CLOSE_GRACE = 1.0  # seconds given to cancelled callbacks to finish when the daemon stops
+_SNOWFLAKE = re.compile(r"^[0-9]{1,20}$")
+
+
+class CallbackFailed(Exception):
+    """A callback raised, timed out or answered nonsense; it has been logged already."""
+
+
+@dataclass(frozen=True)
+class Registered:
+    fn: Callable[..., Awaitable[Any]]
+    timeout: float
+
+
+def _is_async(fn: Any) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+
+
+class Callbacks:
+    def __init__(self, world: "World"):
+        self.world = world
+        self.registered: dict[str, Registered] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._closed = False
+
+    # -- registration --------------------------------------------------------------
+    def register(self, name: str, fn: Callable[..., Awaitable[Any]], timeout: Optional[float] = None) -> None:
+        if not callable(fn) or not _is_async(fn):
+            raise TypeError(f"{name} needs an async function (async def), not {fn!r}")
+        if timeout is not None and not timeout > 0:
+            raise ValueError(f"{name}: timeout must be a positive number of seconds, not {timeout!r}")
+        self.registered[name] = Registered(fn, float(timeout or DEFAULT_TIMEOUTS[name]))
+
+    def has(self, name: str) -> bool:
+        return name in self.registered
+
+    # -- running -------------------------------------------------------------------
+    async def call(self, name: str, *args: Any) -> Any:
+        """Run a registered callback; its result, or CallbackFailed (already logged)."""
+        entry = self.registered[name]
+        if self._closed:  # the daemon is stopping: no new user code runs
+            raise CallbackFailed(name)
+        try:
+            task = asyncio.ensure_future(entry.fn(*args))
+        except Exception as exc:  # a wrong signature, or a function that returned no awaitable
+            log.error("callback.failed", callback=name, error=repr(exc), exc_info=exc)
+            raise CallbackFailed(name) from None
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        try:
+            done, _ = await asyncio.wait({task}, timeout=entry.timeout)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if not done:
+            # Not awaited: a callback that ignores cancellation must not hold up its caller.
+            task.cancel()
+            log.error("callback.timeout", callback=name, timeout=entry.timeout)
+            raise CallbackFailed(name)
+        if task.cancelled():
+            log.error("callback.failed", callback=name, error="cancelled")
+            raise CallbackFailed(name)
+        error = task.exception()
+        if error is not None:
+            log.error("callback.failed", callback=name, error=repr(error), exc_info=error)
+            raise CallbackFailed(name)
+        return task.result()
+
+    def bad_answer(self, name: str, answer: Any, expected: str) -> CallbackFailed:
+        log.error("callback.bad_answer", callback=name, answer=repr(answer)[:200], expected=expected)
+        return CallbackFailed(name)
+
+    def open(self) -> None:
+        self._closed = False
+
+    async def close(self) -> None:
+        """Cancel every callback still running and start no more (the daemon is stopping)."""
+        self._closed = True
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=_CLOSE_GRACE)
+            if pending:
+                log.warning("callback.still_running", count=len(pending))
+
+    # -- the hooks, as the rest of the daemon asks them ------------------------------
+    async def verify_oauth(self, server: "Server", token: str, claimed: dict) -> bool:
+        """Access's OAuth verifier when a validator is registered: it decides; a failure is a no."""
+        name = "on_validate_discord_user"
+        try:
+            answer = await self.call(name, token, claimed, server.snowflake)
+        except CallbackFailed:
+            return False
+        if not isinstance(answer, bool):
+            self.bad_answer(name, answer, "True or False")
+            return False
+        return answer
+
+    async def before_join(self, state: "ServerState") -> None:
+        """Consult the client-id provider for a join; a new id goes through the world
+        (members get update-clientid, the joining socket gets it in server-join)."""
+        name = "on_get_client_id"
+        if name not in self.registered:
+            return
+        try:
+            answer = await self.call(name, state.snowflake)
+            if answer is None:
+                return
+            if isinstance(answer, int) and not isinstance(answer, bool):
+                answer = str(answer)
+            if not isinstance(answer, str) or not _SNOWFLAKE.match(answer):
+                raise self.bad_answer(name, answer, "an application id (a string of digits) or None")
+        except CallbackFailed:
+            return  # the join goes on with the client id the world has
+        current = self.world.servers.get(state.snowflake)
+        if current is not None and current.client_id != answer:
+            self.world.set_client_id(state.snowflake, answer)
+
+    async def static_response(self, path: str) -> Optional[web.StreamResponse]:
+        """The static hook's answer for a path; None to fall through to the static files."""
+        name = "on_static_request"
+        if name not in self.registered:
+            return None
+        try:
+            answer = await self.call(name, path)
+            if answer is None:
+                return None
+            if (isinstance(answer, tuple) and len(answer) == 2 and isinstance(answer[0], str)
+                    and isinstance(answer[1], (bytes, str, Path))):
+                content_type, body = answer
+                if isinstance(body, Path):  # a file to send (a missing one is a 404)
+                    return web.FileResponse(body, headers={"Content-Type": content_type})
+                data = body.encode("utf-8") if isinstance(body, str) else body
+                return web.Response(body=data, headers={"Content-Type": content_type})
+            raise self.bad_answer(name, answer, "None or (content type, body as bytes, str or Path)")
+        except CallbackFailed:
+            return web.Response(status=500, text="Internal Server Error")

@@ -1,0 +1,247 @@
+"""The Python API: what a host program (a Discord bot, a script) does with its Daemon.
+
+Mixed into `dbackd.Daemon`. Changes go through the world as events, exactly like the
+config, reloads and the HTTP API, so every client (and every client that joins later)
+sees the same thing. Arguments are checked against the API schema; bad input raises a
+ValueError or LookupError subclass instead of being dropped. Call these from the loop
+the daemon runs in. Callbacks registered here are run by callbacks.py (timeouts,
+contained failures); data providers are merged into the declaration by providers.py.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional, TypedDict, TypeVar, Union, overload
+
+import structlog
+
+from . import apischema, providers
+from .callbacks import CallbackFailed, Callbacks
+from .config import ConfigError
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from .access import Access
+    from .config import Config
+    from .hub import Hub
+    from .session import Session
+    from .world import World
+
+log = structlog.get_logger("dbackd.host")
+
+Ref = Union[str, int]
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+# What each callback looks like (its arguments and answer).
+ServerProvider = TypeVar("ServerProvider", bound=Callable[[], Awaitable[Any]])
+UserProvider = TypeVar("UserProvider", bound=Callable[[str], Awaitable[Any]])
+Validator = TypeVar("Validator", bound=Callable[[str, dict, str], Awaitable[bool]])
+ClientIdProvider = TypeVar("ClientIdProvider", bound=Callable[[str], Awaitable[Optional[str]]])
+StaticHook = TypeVar("StaticHook", bound=Callable[[str], Awaitable[Optional[tuple[str, Union[bytes, str, Path]]]]])
+
+
+class ServerSnapshot(TypedDict):
+    """A server as it is now. A copy: changing it changes nothing."""
+
+    snowflake: str
+    id: str
+    name: str
+    default: bool
+    passworded: bool
+    users: int  # how many users it has
+    clients: int  # how many sockets are joined to it
+
+
+class UserSnapshot(TypedDict):
+    """A user as it is now. A copy: changing it changes nothing."""
+
+    uid: str
+    username: str
+    status: str
+    roleColor: str
+    declared: bool  # named by the config or a data provider (False: a runtime user)
+
+
+def _text(value: Ref) -> str:
+    """Ids may be given as ints, as Discord libraries often hold them."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value  # type: ignore[return-value]
+
+
+class HostApi:
+    """Broadcasting, reading the world, and callbacks, on a Daemon."""
+
+    # Set by Daemon.__init__.
+    world: "World"
+    hub: "Hub"
+    access: "Access"
+    session: "Session"
+    callbacks: Callbacks
+    config: "Config"
+    _base: "Config"
+    _provided: Optional[providers.Provided]
+    _refresh_lock: "asyncio.Lock"
+
+    def _move(self, new: "Config") -> list[str]:  # Daemon's
+        raise NotImplementedError
+
+    # -- changing the world ------------------------------------------------------------
+    async def broadcast_presence(self, server: Ref, uid: Ref, status: str, username: Optional[str] = None,
+                                 role_color: Optional[str] = None, delete: bool = False) -> None:
+        """Set a user's status (and optionally name and colour), add a runtime user, or remove one.
+
+        `server` is a guild snowflake, a short id or "default". A uid the server does not
+        have needs a `username` and becomes a runtime user. `delete=True` removes a runtime
+        user; a declared one cannot be removed this way (set it "offline").
+
+        Raises InvalidRequest (bad status, colour, id...), UnknownServer, UnknownUser, or
+        DeclaredUser.
+        """
+        uid = _text(uid)
+        body: dict[str, Any] = {"uid": uid, "status": status}
+        if username is not None:
+            body["username"] = username
+        if role_color is not None:
+            body["roleColor"] = role_color
+        if delete:
+            body["delete"] = True
+        apischema.check("presence", body)
+        self.world.set_presence(_text(server), uid, status, username, role_color, delete)
+
+    async def broadcast_message(self, server: Ref, uid: Ref, message: str, channel: Ref) -> None:
+        """Show `message` in a speech bubble over user `uid` (who must be in the server).
+
+        Raises InvalidRequest, UnknownServer or UnknownUser.
+        """
+        uid, channel = _text(uid), _text(channel)
+        apischema.check("message", {"uid": uid, "message": message, "channel": channel})
+        self.world.say(_text(server), uid, message, channel)
+
+    async def broadcast_client_id_update(self, server: Ref, client_id: Ref) -> None:
+        """Set the Discord OAuth2 application id of a server: its clients get update-clientid,
+        later joiners get it in server-join. Raises InvalidRequest or UnknownServer."""
+        client_id = _text(client_id)
+        apischema.check("clientId", client_id)
+        self.world.set_client_id(_text(server), client_id)
+
+    # -- reading the world -----------------------------------------------------------
+    def servers(self) -> list[ServerSnapshot]:
+        """Every server as it is now, in declaration order."""
+        return [ServerSnapshot(snowflake=s.snowflake, id=s.info.id, name=s.info.name, default=s.info.default,
+                               passworded=s.info.passworded, users=len(s.users), clients=self.hub.count(s.snowflake))
+                for s in self.world]
+
+    def users(self, server: Ref) -> list[UserSnapshot]:
+        """Every user of a server as it is now. Raises UnknownServer."""
+        state = self.world.get(_text(server))
+        return [UserSnapshot(uid=u.uid, username=u.username, status=u.status, roleColor=u.role_color,
+                             declared=state.declared(u.uid))
+                for u in state.users.values()]
+
+    # -- callbacks -------------------------------------------------------------------
+    def _register(self, name: str, fn: Optional[F], timeout: Optional[float]) -> Any:
+        def register(f: F) -> F:
+            self.callbacks.register(name, f, timeout)
+            if name == "on_validate_discord_user":
+                self.access.validator = self.callbacks.verify_oauth
+            elif name == "on_get_client_id":
+                self.session.before_join = self.callbacks.before_join
+            return f
+
+        return register if fn is None else register(fn)
+
+    @overload
+    def on_get_server_data(self, fn: ServerProvider, *, timeout: Optional[float] = None) -> ServerProvider: ...
+
+    @overload
+    def on_get_server_data(self, fn: None = None, *, timeout: Optional[float] = None) -> Callable[[ServerProvider], ServerProvider]: ...
+
+    def on_get_server_data(self, fn: Any = None, *, timeout: Optional[float] = None) -> Any:
+        """Register `async fn() -> {snowflake: {id, name, default?, passworded?, password?}}`.
+
+        Its servers are laid over the config's (same snowflake: the fields it gives win;
+        others are added), checked like a config, at start and on `refresh()`. Usable as
+        a decorator, with or without `(timeout=...)` (default 10 s).
+        """
+        return self._register("on_get_server_data", fn, timeout)
+
+    @overload
+    def on_get_user_data(self, fn: UserProvider, *, timeout: Optional[float] = None) -> UserProvider: ...
+
+    @overload
+    def on_get_user_data(self, fn: None = None, *, timeout: Optional[float] = None) -> Callable[[UserProvider], UserProvider]: ...
+
+    def on_get_user_data(self, fn: Any = None, *, timeout: Optional[float] = None) -> Any:
+        """Register `async fn(server_snowflake) -> {uid: {username, status?, roleColor?}}`.
+
+        Asked for every server at start and on `refresh()`; its users are added to the
+        server's declared users (a uid the config declares too takes these fields).
+        """
+        return self._register("on_get_user_data", fn, timeout)
+
+    @overload
+    def on_validate_discord_user(self, fn: Validator, *, timeout: Optional[float] = None) -> Validator: ...
+
+    @overload
+    def on_validate_discord_user(self, fn: None = None, *, timeout: Optional[float] = None) -> Callable[[Validator], Validator]: ...
+
+    def on_validate_discord_user(self, fn: Any = None, *, timeout: Optional[float] = None) -> Any:
+        """Register `async fn(token, user, server_snowflake) -> bool` to decide Discord logins.
+
+        Asked when a client sends OAuth credentials for a private server; True lets it in.
+        If it raises, times out (default 5 s) or returns anything but a bool, the client
+        gets "Discord authentication failed. Please try logging in again."
+        """
+        return self._register("on_validate_discord_user", fn, timeout)
+
+    @overload
+    def on_get_client_id(self, fn: ClientIdProvider, *, timeout: Optional[float] = None) -> ClientIdProvider: ...
+
+    @overload
+    def on_get_client_id(self, fn: None = None, *, timeout: Optional[float] = None) -> Callable[[ClientIdProvider], ClientIdProvider]: ...
+
+    def on_get_client_id(self, fn: Any = None, *, timeout: Optional[float] = None) -> Any:
+        """Register `async fn(server_snowflake) -> str | None`: the OAuth2 application id.
+
+        Asked at every join; a new answer is applied to the world (members get
+        update-clientid) and sent in server-join. None, a failure or a timeout (default
+        2 s) keeps the id the world has.
+        """
+        return self._register("on_get_client_id", fn, timeout)
+
+    @overload
+    def on_static_request(self, fn: StaticHook, *, timeout: Optional[float] = None) -> StaticHook: ...
+
+    @overload
+    def on_static_request(self, fn: None = None, *, timeout: Optional[float] = None) -> Callable[[StaticHook], StaticHook]: ...
+
+    def on_static_request(self, fn: Any = None, *, timeout: Optional[float] = None) -> Any:
+        """Register `async fn(path) -> None | (content_type, body)` for HTTP GETs of static files.
+
+        Asked before the static mounts (not for /api/, /healthz or sockets). None falls
+        through to the files; `body` is bytes, str (sent as UTF-8) or a pathlib.Path to a
+        file. A failure or timeout (default 5 s) is answered with 500.
+        """
+        return self._register("on_static_request", fn, timeout)
+
+    async def refresh(self) -> bool:
+        """Ask the data providers again and apply their answer as the new declaration.
+
+        Returns False, changing nothing, if a provider failed or its data is invalid (both
+        logged as provider.rejected). Also run by start() when a provider is registered.
+        """
+        if not (self.callbacks.has("on_get_server_data") or self.callbacks.has("on_get_user_data")):
+            return True
+        async with self._refresh_lock:
+            try:
+                provided = await providers.collect(self.callbacks, self._base)
+            except CallbackFailed as exc:
+                log.error("provider.rejected", reason=f"{exc} failed")
+                return False
+            try:
+                merged = providers.overlay(self._base, provided)  # the base as it is now, after the awaits
+            except ConfigError as exc:
+                log.error("provider.rejected", reason="invalid data", errors=[p.message for p in exc.problems])
+                return False
+            self._provided = provided
+            changes = self._move(merged)
+            log.info("provider.applied", changes=changes)
+            return True

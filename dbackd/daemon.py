@@ -19,7 +19,7 @@ from aiohttp import web
 from . import __version__
 from .access import Access
 from .callbacks import Callbacks
-from .config import Config, ConfigError, load_data, load_embedded, load_file, with_overrides
+from .config import EMBEDDED_NAME, Config, ConfigError, load_data, load_embedded, load_file, with_overrides
 from .config.diff import describe
 from .host import HostApi
 from .hub import Hub
@@ -178,17 +178,23 @@ class Daemon(HostApi):
     # -- configuration ---------------------------------------------------------------
     def load_config(self) -> Config:
         """Read the running config's file again, with the same overrides. Blocking: run it in a thread."""
-        if self.config.file is None:
+        if self.config_path is None:
             return self._base
-        base = with_overrides(load_file(self.config.file), **self._overrides)
+        base = with_overrides(load_file(self.config_path), **self._overrides)
         overlay(base, self._provided)  # a file that conflicts with what the providers declare is refused
         return base
 
+    @property
+    def config_path(self) -> Optional[Path]:
+        """The config's file, if it came from one (not a dict, a model or the embedded default)."""
+        if self.config.file in (None, EMBEDDED_NAME):
+            return None
+        return Path(self.config.file).resolve()
+
     def config_sources(self) -> tuple[Path, ...]:
         """Every file the running config was read from (what a reload watches)."""
-        if not self.config.file:
-            return ()
-        return (Path(self.config.file).resolve(),) + self.config.includes
+        path = self.config_path
+        return () if path is None else (path,) + self.config.includes
 
     def apply_config(self, new: Config) -> list[str]:
         """Make `new` the running config: the world moves in one step and clients see the changes.

@@ -50,7 +50,7 @@ class Reloader:
     async def start(self) -> None:
         self._stop.clear()
         self._worker = asyncio.create_task(self._work(), name="dbackd-reload")
-        if self.watch and self.daemon.config.file:
+        if self.watch and self.daemon.config_path is not None:
             await self._restart_watcher()
 
     async def stop(self) -> None:
@@ -109,11 +109,12 @@ class Reloader:
     async def reload(self) -> bool:
         """Load the config again and apply it; returns True if it was applied."""
         daemon = self.daemon
-        file = daemon.config.file
+        path = daemon.config_path
         self.last_attempt = datetime.now(timezone.utc)
-        if file is None:
-            log.info("reload.skipped", reason="the embedded default has no file to re-read")
+        if path is None:
+            log.info("reload.skipped", reason="the config did not come from a file")
             return await self._finish(True)
+        file = str(path)
         if not Path(file).exists():
             # An editor deleting and recreating the file: wait for it to come back.
             log.info("reload.waiting", config=file, reason="the file is missing")

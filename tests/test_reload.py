@@ -379,3 +379,16 @@ async def test_editing_a_corpus_file_reloads(tmp_path):
         assert d.config.servers[0].simulation.messages.corpus == ("bonjour", "hola")
     finally:
         await d.stop()
+
+
+async def test_the_embedded_default_is_not_watched(open_client):
+    d = Daemon(None, host="127.0.0.1", port=0)
+    await d.start()
+    try:
+        assert d.config_path is None and d.config_sources() == ()
+        assert d.health()["reload"]["watching"] == []
+        assert await d.reload() is True  # nothing to re-read: a no-op, not a failure
+        c = await joined(open_client, d, "dworld")
+        await c.assert_quiet()
+    finally:
+        await d.stop()

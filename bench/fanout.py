@@ -109,6 +109,7 @@ class Dbackd(Target):
 
     def __init__(self, compression: bool = False):
         self.compression = compression
+        self.name = "dbackd (permessage-deflate)" if compression else "dbackd"
         self.token = secrets.token_urlsafe(24)
         self.tmp = tempfile.TemporaryDirectory()
 
@@ -133,6 +134,12 @@ class Dbackd(Target):
         async with self.http.post(self.url, json=body) as r:
             if r.status != 200:
                 raise RuntimeError(f"trigger failed: {r.status} {await r.text()}")
+
+    async def say(self, k: int, text: str) -> None:
+        body = {"uid": "123456789012345001", "message": f"e{k} {text}", "channel": "527964146659229701"}
+        async with self.http.post(f"http://127.0.0.1:{self.port}/api/servers/dworld/messages", json=body) as r:
+            if r.status != 200:
+                raise RuntimeError(f"message failed: {r.status} {await r.text()}")
 
     async def dropped_slow(self) -> Optional[int]:
         async with self.http.get(f"http://127.0.0.1:{self.port}/healthz") as r:
@@ -190,6 +197,7 @@ class Load:
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, str(HERE / "loadclient.py"), "--port", str(self.target.port),
             "--path", self.target.path, "--clients", str(self.clients),
+            *(["--compress"] if getattr(self.target, "compression", False) else []),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=1 << 20,
         )
         self.reader = asyncio.ensure_future(self._read())
@@ -258,7 +266,7 @@ async def probe_join(target: Target, http: aiohttp.ClientSession) -> float:
                 return (time.monotonic() - t0) * 1000
 
 
-async def storm(target: Target, load: Load, counter: Counter, seconds: float, in_flight: int = 8) -> dict:
+async def storm(target: Target, load: Load, counter: Counter, seconds: float, in_flight: int) -> dict:
     before = (await load.command({"cmd": "stats"}))["frames"]
     t_start = time.monotonic()
     stop_at = t_start + seconds
@@ -292,6 +300,25 @@ async def storm(target: Target, load: Load, counter: Counter, seconds: float, in
             "join_max_ms": round(max(joins), 1), "joins": len(joins)}
 
 
+async def flood(target: Dbackd, load: Load, counter: Counter, messages: int, size: int) -> dict:
+    """Messages of `size` bytes back to back: enough to overrun a client that stopped reading."""
+    text = "x" * size
+    rss_before = rss_kib(target.proc.pid)
+    ks = [counter.next() for _ in range(messages)]
+    last = load.expect(ks[-1])
+    sem = asyncio.Semaphore(8)
+
+    async def one(k: int) -> None:
+        async with sem:
+            await target.say(k, text)
+
+    t0 = time.monotonic()
+    await asyncio.gather(*(one(k) for k in ks))
+    await asyncio.wait_for(last, 120)
+    return {"messages": messages, "bytes_each": size, "seconds": round(time.monotonic() - t0, 1),
+            "rss_growth_kib": rss_kib(target.proc.pid) - rss_before, "dropped_slow": await target.dropped_slow()}
+
+
 def summarise(latencies: list[float]) -> dict:
     return {"p50_ms": round(statistics.median(latencies), 1), "p99_ms": round(pct(latencies, 99), 1),
             "max_ms": round(max(latencies), 1), "events": len(latencies)}
@@ -314,15 +341,19 @@ async def run_target(target: Target, args: argparse.Namespace) -> dict:
         result["rss_idle_kib"] = rss0
         result["rss_per_conn_kib"] = round((rss1 - rss0) / args.clients, 2)
         result["single"] = summarise(await single_events(target, load, counter, args.events))
-        result["storm"] = await storm(target, load, counter, args.storm)
+        result["storm"] = await storm(target, load, counter, args.storm, args.in_flight)
         if args.slow and isinstance(target, Dbackd):
             await load.command({"cmd": "pause", "count": 1})
             slow = summarise(await single_events(target, load, counter, args.events))
             rss_before = rss_kib(target.proc.pid)
-            slow_storm = await storm(target, load, counter, args.storm)
+            slow_storm = await storm(target, load, counter, args.storm, args.in_flight)
             slow["storm_frames_per_s"] = slow_storm["frames_per_s"]
             slow["rss_growth_kib"] = rss_kib(target.proc.pid) - rss_before
             slow["dropped_slow"] = await target.dropped_slow()
+            if args.flood:
+                # Memory stays bounded: fewer readers (the flood goes to everyone), the stalled one kept.
+                readers = (await load.command({"cmd": "close", "keep": args.flood_readers}))["open"]
+                slow["flood"] = {"readers": readers, **await flood(target, load, counter, args.flood, 1990)}
             result["one_client_stalled"] = slow
         await load.stop()
     finally:
@@ -365,6 +396,11 @@ async def main(args: argparse.Namespace) -> None:
             print(f"\n{r['target']} with one client stalled: p50 {s['p50_ms']} ms, p99 {s['p99_ms']} ms "
                   f"(vs {r['single']['p50_ms']} / {r['single']['p99_ms']} ms), storm {s['storm_frames_per_s']} frames/s, "
                   f"RSS growth {s['rss_growth_kib']} KiB, dropped slow clients: {s['dropped_slow']}")
+            if "flood" in s:
+                f = s["flood"]
+                print(f"flood of {f['messages']} x {f['bytes_each']} B to {f['readers']} readers and the stalled client: "
+                      f"{f['seconds']} s, server RSS growth {f['rss_growth_kib']} KiB, "
+                      f"dropped slow clients: {f['dropped_slow']}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 
@@ -374,9 +410,14 @@ if __name__ == "__main__":
     parser.add_argument("--clients", type=int, default=5000)
     parser.add_argument("--events", type=int, default=200, help="single events for the latency figures")
     parser.add_argument("--storm", type=float, default=10.0, help="seconds of broadcast storm")
+    parser.add_argument("--in-flight", type=int, default=8,
+                        help="storm events triggered but not yet at every client, at most (default %(default)s)")
     parser.add_argument("--targets", default="dbackd,d-back")
     parser.add_argument("--compression", action="store_true", help="dbackd with websocket.compression on")
     parser.add_argument("--no-slow", dest="slow", action="store_false", help="skip the stalled-client phase")
+    parser.add_argument("--flood", type=int, default=4000,
+                        help="after the stalled-client phase, this many ~2 KB messages (0: none)")
+    parser.add_argument("--flood-readers", type=int, default=100, help="reading clients kept for the flood")
     parser.add_argument("--deadline", type=float, default=900, help="seconds allowed per target")
     parser.add_argument("--json", help="also write the results to this file")
     asyncio.run(main(parser.parse_args()))

@@ -8,6 +8,7 @@ one process can keep up with a fast server.
 Commands on stdin and reports on stdout are JSON lines:
   -> {"cmd": "stats"}                 <- {"frames": F, "open": O}
   -> {"cmd": "pause", "count": 1}     <- {"paused": 1}   (those sockets stop reading)
+  -> {"cmd": "close", "keep": 100}    <- {"open": 100}   (close all but that many reading sockets)
   -> {"cmd": "quit"}
   <- {"ready": N, "seconds": S}       once every socket has its server-join
   <- {"event": K, "last": T, "count": C}   when every active socket got event K
@@ -24,22 +25,28 @@ import resource
 import struct
 import sys
 import time
+import zlib
 
-MARK = b'"username":'
+MARKS = (b'"username":', b'"message":')
 
 
 def event_number(payload: bytes) -> int:
-    """The K of a benchmark event ("username": "eK"), or -1."""
-    i = payload.find(MARK)
-    if i < 0:
-        return -1
-    i = payload.find(b'"e', i + len(MARK))
-    j = payload.find(b'"', i + 2)
-    return int(payload[i + 2:j]) if i > 0 and j > 0 else -1
+    """The K of a benchmark event (a presence with "username": "eK" or a message "eK ..."), or -1."""
+    for mark in MARKS:
+        i = payload.find(mark)
+        if i >= 0:
+            i = payload.find(b'"e', i + len(mark))
+            if i < 0:
+                return -1
+            j = i + 2
+            while j < len(payload) and 48 <= payload[j] <= 57:
+                j += 1
+            return int(payload[i + 2:j]) if j > i + 2 else -1
+    return -1
 
 
 class Client(asyncio.Protocol):
-    __slots__ = ("pool", "transport", "buf", "state", "joined", "paused", "closed")
+    __slots__ = ("pool", "transport", "buf", "state", "joined", "paused", "closed", "inflate")
 
     def __init__(self, pool: "Pool"):
         self.pool = pool
@@ -49,18 +56,20 @@ class Client(asyncio.Protocol):
         self.joined = asyncio.get_running_loop().create_future()
         self.paused = False
         self.closed = False
+        self.inflate = None  # a raw-deflate context once permessage-deflate is agreed
 
     def connection_made(self, transport) -> None:
         self.transport = transport
         key = base64.b64encode(os.urandom(16)).decode()
-        transport.write(
+        extensions = "Sec-WebSocket-Extensions: permessage-deflate\r\n" if self.pool.compress else ""
+        transport.write((
             f"GET {self.pool.path} HTTP/1.1\r\nHost: {self.pool.host}:{self.pool.port}\r\n"
             f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
-        )
+            f"Sec-WebSocket-Version: 13\r\n{extensions}\r\n"
+        ).encode())
 
     def data_received(self, data: bytes) -> None:
-        if self.state == "joined" and not self.buf:
+        if self.state == "joined" and not self.buf and self.inflate is None:
             # Fast path: whole frames in one chunk, as a fan-out write usually is.
             pos, n = 0, len(data)
             while n - pos >= 2 and data[pos + 1] < 126 and n - pos >= 2 + data[pos + 1]:
@@ -79,6 +88,8 @@ class Client(asyncio.Protocol):
             if not buf.startswith(b"HTTP/1.1 101"):
                 self.fail(f"handshake refused: {bytes(buf[:40])!r}")
                 return
+            if b"permessage-deflate" in buf[:end].lower():
+                self.inflate = zlib.decompressobj(-zlib.MAX_WBITS)
             del buf[: end + 4]
             self.state = "list"
         pos = 0
@@ -99,6 +110,8 @@ class Client(asyncio.Protocol):
                 break
             opcode = buf[pos] & 0x0F
             payload = bytes(buf[pos + head: pos + head + size])
+            if buf[pos] & 0x40 and self.inflate is not None:  # RSV1: a compressed message
+                payload = self.inflate.decompress(payload + b"\x00\x00\xff\xff")
             pos += head + size
             self.frame(opcode, payload)
         del buf[:pos]
@@ -143,8 +156,9 @@ class Client(asyncio.Protocol):
 
 
 class Pool:
-    def __init__(self, host: str, port: int, path: str, server: str):
+    def __init__(self, host: str, port: int, path: str, server: str, compress: bool = False):
         self.host, self.port, self.path, self.server = host, port, path, server
+        self.compress = compress
         self.clients: list[Client] = []
         self.frames = 0
         self.active = 0
@@ -192,12 +206,13 @@ async def main() -> None:
     parser.add_argument("--path", default="/ws")
     parser.add_argument("--server", default="dworld")
     parser.add_argument("--clients", type=int, required=True)
+    parser.add_argument("--compress", action="store_true", help="offer permessage-deflate")
     args = parser.parse_args()
     if args.host not in ("127.0.0.1", "::1", "localhost"):
         raise SystemExit("the load client only targets loopback")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    pool = Pool(args.host, args.port, args.path, args.server)
+    pool = Pool(args.host, args.port, args.path, args.server, args.compress)
     t0 = time.monotonic()
     await pool.open(args.clients)
     out({"ready": pool.active, "seconds": time.monotonic() - t0})
@@ -222,6 +237,12 @@ async def main() -> None:
                     pool.active -= 1
                     paused += 1
             out({"paused": paused})
+        elif cmd["cmd"] == "close":
+            reading = [c for c in pool.clients if not c.closed and not c.paused]
+            for c in reading[cmd["keep"]:]:
+                c.transport.close()
+            await asyncio.sleep(0.5)  # let the closes land before the next phase
+            out({"open": sum(1 for c in pool.clients if not c.closed and not c.paused)})
         elif cmd["cmd"] == "quit":
             break
     for c in pool.clients:

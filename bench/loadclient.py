@@ -120,6 +120,9 @@ class Client(asyncio.Protocol):
         if opcode == 0x8:
             self.transport.close()
             return
+        if opcode == 0x9:  # ping: answer as a browser does, or the server's heartbeat drops us
+            self.send(payload, opcode=0xA)
+            return
         if opcode != 0x1:
             return
         pool = self.pool
@@ -136,11 +139,12 @@ class Client(asyncio.Protocol):
             if not self.joined.done():
                 self.joined.set_result(None)
 
-    def send(self, payload: bytes) -> None:
+    def send(self, payload: bytes, opcode: int = 0x1) -> None:
         mask = os.urandom(4)
         masked = bytes(b ^ mask[i & 3] for i, b in enumerate(payload))
         n = len(payload)
-        header = struct.pack("!BB", 0x81, 0x80 | n) if n < 126 else struct.pack("!BBH", 0x81, 0xFE, n)
+        first = 0x80 | opcode
+        header = struct.pack("!BB", first, 0x80 | n) if n < 126 else struct.pack("!BBH", first, 0xFE, n)
         self.transport.write(header + mask + masked)
 
     def fail(self, why: str) -> None:

@@ -30,7 +30,7 @@ _ids = itertools.count(1)
 
 CLOSE_TRY_AGAIN_LATER = 1013
 _SLOW_CLOSE_GRACE = 2.0  # seconds a dropped slow client gets to take its close frame
-WRITES_PER_TURN = 1000  # socket writes per event-loop turn while a broadcast goes out
+WRITES_PER_TURN = 250  # socket writes per event-loop turn while a broadcast goes out
 
 
 class Outbox:

@@ -12,7 +12,6 @@ from dbackd.config.simulation import CLASSIC_CHANNEL, CLASSIC_LINES
 from .conftest import ROOT
 
 
-
 def load(text: str, base=ROOT):
     return load_text(text, "t.yaml", base, {})
 

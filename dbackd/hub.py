@@ -121,8 +121,9 @@ class Hub:
         self.frames_sent = 0
         self.slow_dropped = 0
         self._aborts: dict[Connection, asyncio.TimerHandle] = {}
-        # Broadcasts wait here until the end of the loop iteration, so events that
-        # arrive together reach each socket in one write (one syscall, not one per event).
+        # Broadcasts wait here until the end of the loop iteration (or until the batch
+        # going out is done), so events that arrive together reach each socket in one
+        # write: one system call, not one per event.
         self._queue: list[tuple[Optional[str], Outgoing]] = []  # (server, or None: everyone)
         self._work: deque[_Batch] = deque()  # staged writes, in order
         self._flush_scheduled = False

@@ -22,7 +22,7 @@ from .callbacks import Callbacks
 from .config import EMBEDDED_NAME, Config, ConfigError, load_data, load_embedded, load_file, with_overrides
 from .config.diff import describe
 from .host import HostApi
-from .hub import Hub
+from .hub import Heartbeat, Hub
 from .lifecycle import Listener
 from .metrics import Metrics
 from .oauth import OAuthService
@@ -91,7 +91,7 @@ class Daemon(HostApi):
         self._runner: Optional[web.AppRunner] = None
         self._site: Optional[web.TCPSite] = None
         self.reloader = Reloader(self, watch=watch)
-        self.services: list[Service] = [self.reloader, self.oauth]
+        self.services: list[Service] = [self.reloader, self.oauth, Heartbeat(self.hub)]
         self._started: list[Service] = []
         self._started_at: Optional[float] = None  # time.monotonic() when listening began
         self.simulation = SimulationService(self.world, clock)

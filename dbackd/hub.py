@@ -28,8 +28,9 @@ log = structlog.get_logger("dbackd.hub")
 
 _ids = itertools.count(1)
 
+CLOSE_GOING_AWAY = 1001
 CLOSE_TRY_AGAIN_LATER = 1013
-_SLOW_CLOSE_GRACE = 2.0  # seconds a dropped slow client gets to take its close frame
+_CLOSE_GRACE = 2.0  # seconds a dropped client gets to take its close frame
 WRITES_PER_TURN = 250  # socket writes per event-loop turn while a broadcast goes out
 
 
@@ -72,7 +73,8 @@ class Outbox:
 class Connection:
     """One client socket as the hub sees it."""
 
-    __slots__ = ("id", "ws", "transport", "peer", "server", "authenticated", "dropped", "frames", "outbox", "staged")
+    __slots__ = ("id", "ws", "transport", "peer", "server", "authenticated", "dropped", "frames", "outbox", "staged",
+                 "last_seen")
 
     def __init__(self, ws: web.WebSocketResponse, request: web.Request):
         self.id = next(_ids)
@@ -85,6 +87,7 @@ class Connection:
         self.frames = 0
         self.outbox: Optional[Outbox] = Outbox(ws) if ws.compress else None
         self.staged = 0  # writes for this socket waiting in the hub's work queue
+        self.last_seen = asyncio.get_running_loop().time()  # when a frame last came from the client
 
     @property
     def open(self) -> bool:
@@ -94,6 +97,31 @@ class Connection:
         """Bytes written for this client that it has not taken yet."""
         queued = self.outbox.bytes if self.outbox is not None else 0
         return self.transport.get_write_buffer_size() + queued
+
+
+class Heartbeat:
+    """A daemon service: every `limits.heartbeat` seconds, one hub.heartbeat() for all sockets."""
+
+    def __init__(self, hub: "Hub"):
+        self.hub = hub
+        self._task: Optional[asyncio.Task] = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="dbackd-heartbeat")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            interval = self.hub.limits.heartbeat  # read each time: a reload may change it
+            await asyncio.sleep(interval or 1.0)
+            if interval:
+                self.hub.heartbeat(loop.time(), interval)
 
 
 class _Batch:
@@ -319,7 +347,10 @@ class Hub:
             return False
         if conn.outbox is not None:
             for message in messages:
-                conn.outbox.put(message.payload)
+                if message.control:  # control frames are never compressed
+                    conn.transport.write(message.frame)
+                else:
+                    conn.outbox.put(message.payload)
         else:
             conn.transport.write(data)
         conn.frames += len(messages)
@@ -337,23 +368,46 @@ class Hub:
                 self.send(conn, notice)
 
     def _drop_slow(self, conn: Connection) -> None:
-        conn.dropped = True
         self.slow_dropped += 1
+        log.warning("socket.dropped_slow", conn=conn.id, peer=conn.peer,
+                    buffered=conn.backlog(), limit=self.limits.send_buffer_bytes)
+        self._drop(conn, CLOSE_TRY_AGAIN_LATER, b"client too slow")
+
+    def _drop(self, conn: Connection, code: int, reason: bytes) -> None:
+        """Close a socket from the hub: a close frame after what it was sent, then abort."""
+        conn.dropped = True
         if conn.outbox is not None:
             conn.outbox.queue.clear()  # the close frame must be the last thing it is sent
         self.leave(conn)
-        log.warning("socket.dropped_slow", conn=conn.id, peer=conn.peer,
-                    buffered=conn.backlog(), limit=self.limits.send_buffer_bytes)
-        reason = b"client too slow"
-        close = struct.pack("!BB", 0x88, 2 + len(reason)) + struct.pack("!H", CLOSE_TRY_AGAIN_LATER) + reason
-        conn.transport.write(close)
+        conn.transport.write(protocol.control_frame(0x8, struct.pack("!H", code) + reason))
         # The close frame waits behind the unread backlog; abort if it is not taken soon.
-        self._aborts[conn] = asyncio.get_running_loop().call_later(_SLOW_CLOSE_GRACE, self._abort, conn)
+        self._aborts[conn] = asyncio.get_running_loop().call_later(_CLOSE_GRACE, self._abort, conn)
 
     def _abort(self, conn: Connection) -> None:
         self._aborts.pop(conn, None)
         if conn.transport is not None and not conn.transport.is_closing():
             conn.transport.abort()
+
+    # -- heartbeat -----------------------------------------------------------------
+    # One timer for every socket instead of one per socket (aiohttp's own heartbeat
+    # costs about 1 KiB per connection), and the pings go out through the same sliced
+    # writes as everything else.
+
+    def seen(self, conn: Connection) -> None:
+        """A frame came from the client: it is alive."""
+        conn.last_seen = asyncio.get_running_loop().time()
+
+    def pong(self, conn: Connection, data: bytes) -> None:
+        self.send(conn, Outgoing.pong(data))
+
+    def heartbeat(self, now: float, interval: float) -> int:
+        """Drop sockets not heard from for two intervals, ping the rest; returns how many were dropped."""
+        dead = [c for c in self.connections if c.open and now - c.last_seen > 2 * interval]
+        for conn in dead:
+            log.info("socket.heartbeat_timeout", conn=conn.id, peer=conn.peer, silent=round(now - conn.last_seen, 1))
+            self._drop(conn, CLOSE_GOING_AWAY, b"no answer to ping")
+        self.broadcast_all(Outgoing.ping())
+        return len(dead)
 
     # -- shutdown ------------------------------------------------------------------
     async def close_all(self, code: int, message: str, timeout: float = 2.0) -> None:

@@ -45,6 +45,11 @@ def text_frame(payload: bytes) -> bytes:
     return header + payload
 
 
+def control_frame(opcode: int, payload: bytes = b"") -> bytes:
+    """A ping (0x9), pong (0xA) or close (0x8) frame; control payloads are at most 125 bytes."""
+    return struct.pack("!BB", 0x80 | opcode, len(payload[:125])) + payload[:125]
+
+
 @dataclass(frozen=True)
 class Outgoing:
     """A message encoded once; `frame` is what goes on the wire."""
@@ -52,6 +57,15 @@ class Outgoing:
     payload: bytes
     frame: bytes
     kind: str
+    control: bool = False  # a ping or pong: never compressed, written as it is
+
+    @classmethod
+    def ping(cls) -> "Outgoing":
+        return cls(b"", control_frame(0x9), "ping", control=True)
+
+    @classmethod
+    def pong(cls, data: bytes) -> "Outgoing":
+        return cls(data, control_frame(0xA, data), "pong", control=True)
 
     @classmethod
     def of(cls, message: Mapping[str, Any]) -> "Outgoing":

@@ -104,7 +104,7 @@ async def socket(request: web.Request) -> web.WebSocketResponse:
     daemon = request.app[DAEMON]
     limits = daemon.config.limits
     ws = web.WebSocketResponse(
-        heartbeat=limits.heartbeat or None,
+        autoping=False,  # pings, pongs and the heartbeat go through the hub
         max_msg_size=limits.max_message_bytes,
         compress=daemon.config.websocket.compression,
     )
@@ -115,6 +115,7 @@ async def socket(request: web.Request) -> web.WebSocketResponse:
     hub.add(conn)
     try:
         async for msg in ws:
+            hub.seen(conn)
             if msg.type == WSMsgType.TEXT:
                 await session.handle_text(conn, msg.data)
             elif msg.type == WSMsgType.BINARY:
@@ -125,6 +126,8 @@ async def socket(request: web.Request) -> web.WebSocketResponse:
                     hub.error(conn, str(exc))
                     continue
                 await session.handle_text(conn, text)
+            elif msg.type == WSMsgType.PING:
+                hub.pong(conn, msg.data)
             elif msg.type == WSMsgType.ERROR:
                 log.info("socket.error", conn=conn.id, error=str(ws.exception()))
                 break

@@ -173,3 +173,52 @@ async def test_many_events_in_one_iteration_are_one_write_per_socket(start_daemo
     for c in clients:
         assert [(await c.recv())["data"]["message"] for _ in range(10)] == [str(i) for i in range(10)]
     assert len(writes) == 3
+
+
+async def test_heartbeat_pings_and_drops_the_silent(start_daemon, open_client):
+    d = await start_daemon(text=CONFIG)
+    alive = await open_client(d)  # aiohttp's client answers pings by itself
+    await alive.connect("a")
+    silent = await raw_joined_socket(d.port)  # never reads, never answers
+
+    async def joined() -> None:
+        while d.hub.count("1") < 2:
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(joined(), RECV_TIMEOUT)
+    loop = asyncio.get_running_loop()
+    port = silent.getsockname()[1]
+    quiet_one = next(c for c in d.hub.connections if c.transport.get_extra_info("peername")[1] == port)
+    # Everybody was heard from just now: a ping for all, nobody dropped.
+    assert d.hub.heartbeat(loop.time(), 30) == 0
+    await alive.assert_quiet()  # the ping was answered with a pong (not surfaced), then the probe
+    # Time passes for the silent socket only (its last frame was long ago): it goes, alone.
+    quiet_one.last_seen -= 61
+    assert d.hub.heartbeat(loop.time(), 30) == 1
+    assert d.hub.count("1") == 1 and quiet_one.dropped
+    d.world.say("a", "11", "still here", "c")
+    assert (await alive.recv_type("message"))["data"]["message"] == "still here"
+    data = b""
+    while b"\x88\x13\x03\xe9no answer to ping" not in data:  # close 1001, after the frames sent before it
+        chunk = await asyncio.wait_for(loop.sock_recv(silent, 1 << 20), RECV_TIMEOUT)
+        assert chunk, "closed without a close frame"
+        data += chunk
+    silent.close()
+
+
+async def test_a_client_ping_gets_a_pong(start_daemon, http):
+    d = await start_daemon(text=CONFIG)
+    async with http.ws_connect(f"http://127.0.0.1:{d.port}/ws", autoping=False) as ws:
+        assert (await ws.receive_json(timeout=RECV_TIMEOUT))["type"] == "server-list"
+        await ws.ping(b"hello")
+        msg = await ws.receive(timeout=RECV_TIMEOUT)
+        assert msg.type == aiohttp.WSMsgType.PONG and msg.data == b"hello"
+
+
+async def test_heartbeat_service_pings_on_its_interval(start_daemon, http):
+    d = await start_daemon(load_text(CONFIG.replace("send_buffer_bytes: 262144", "send_buffer_bytes: 262144, heartbeat: 0.05"),
+                                     "t.yaml", ROOT))
+    async with http.ws_connect(f"http://127.0.0.1:{d.port}/ws", autoping=False) as ws:
+        assert (await ws.receive_json(timeout=RECV_TIMEOUT))["type"] == "server-list"
+        msg = await ws.receive(timeout=RECV_TIMEOUT)
+        assert msg.type == aiohttp.WSMsgType.PING

@@ -124,7 +124,7 @@ def describe(d: ConfigDiff, old: Config, new: Config) -> list[str]:
     if d.static_changed:
         lines.append("~ static mounts changed: served from the next request")
     if d.limits_changed:
-        lines.append("~ limits changed: buffer limits apply now, frame size and heartbeat to new sockets")
+        lines.append("~ limits changed: buffer limits and heartbeat apply now, the frame size limit to new sockets")
     if d.websocket_changed:
         lines.append("~ websocket options changed: new sockets use them, open ones keep what they negotiated")
     if d.api_changed:

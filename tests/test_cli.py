@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import aiohttp
-import pytest
 
 from dbackd import __version__
 from dbackd.cli import main

@@ -7,7 +7,6 @@ import os
 import socket
 
 import aiohttp
-import pytest
 
 from dbackd import protocol
 from dbackd.config import load_text

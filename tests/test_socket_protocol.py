@@ -5,7 +5,7 @@ import aiohttp
 import pytest
 
 from dbackd import protocol
-from dbackd.config import load_file, load_text
+from dbackd.config import load_text
 
 from .conftest import EXAMPLE, ROOT
 

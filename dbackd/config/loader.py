@@ -164,8 +164,8 @@ def _check_oauth_blocks(source: Source, data: dict, servers: list[dict], problem
                 problems.append(source.problem(path, f"a secret must not be written in the file: write "
                                                      f"`{key}: ${{{var}}}` and set {var} in the environment"))
             elif path in source.env_defaulted:
-                problems.append(source.problem(path, f"the secret came from the default after `:-`, which is "
-                                                     f"written in the file: drop the default and set the variable"))
+                problems.append(source.problem(path, "the secret came from the default after `:-`, which is "
+                                                     "written in the file: drop the default and set the variable"))
         timeout = block.get("timeout")
         try:
             if timeout is not None and seconds(timeout) <= 0:

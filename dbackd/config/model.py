@@ -12,7 +12,6 @@ import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any, Mapping, Optional
 
 STATUSES = ("online", "idle", "dnd", "offline")
@@ -29,15 +28,6 @@ def seconds(value: Any) -> float:
     if not m:
         raise ValueError(f"not a duration: {value!r}")
     return float(m.group(1)) * _UNITS[m.group(2)]
-
-
-def freeze(value: Any) -> Any:
-    """Deep-freeze plain data: dicts become read-only mappings, lists tuples."""
-    if isinstance(value, dict):
-        return MappingProxyType({k: freeze(v) for k, v in value.items()})
-    if isinstance(value, list):
-        return tuple(freeze(v) for v in value)
-    return value
 
 
 @dataclass(frozen=True)
@@ -279,7 +269,6 @@ class Config:
     api: Api = Api()
     file: Optional[str] = None  # where it was read from; None for a dict
     includes: tuple[Path, ...] = ()  # other files it read (corpus files), followed by reloads
-    raw: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), repr=False, compare=False)
     notes: tuple[str, ...] = field(default=(), compare=False)  # warnings worth showing in `check`
 
     def server(self, ref: Optional[str]) -> Optional[Server]:
@@ -356,7 +345,6 @@ def build(data: Mapping[str, Any], base_dir: Path, file: Optional[str], notes: t
             rate=ApiRate(float(data["api"]["rate"]["per_second"]), data["api"]["rate"]["burst"]),
         ),
         file=file,
-        raw=freeze(dict(data)),
         notes=notes,
     )
 

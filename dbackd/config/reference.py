@@ -6,7 +6,6 @@ The README's config reference is this text, so the docs cannot drift from the sc
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from .schema import schema
 

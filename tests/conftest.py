@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -50,13 +53,28 @@ class Client:
 
 
 async def read_until(proc, event: str) -> dict:
-    """Read a dbackd process's's JSON log lines until `event` appears."""
+    """Read a dbackd process's JSON log lines until `event` appears."""
     while True:
         line = await asyncio.wait_for(proc.stderr.readline(), 20)
         assert line, f"the process ended before logging {event}"
         record = json.loads(line)
         if record["event"] == event:
             return record
+
+
+@contextlib.asynccontextmanager
+async def serving(config: Any, *args: str, env: Optional[dict] = None):
+    """A real `dbackd -c CONFIG --port 0` process: yields (process, its http:// URL once listening)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "dbackd", "-c", str(config), "--port", "0", "--log-format", "json", *args,
+        stderr=asyncio.subprocess.PIPE, env=None if env is None else {**os.environ, **env},
+    )
+    try:
+        yield proc, (await read_until(proc, "daemon.started"))["url"]
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import aiohttp
 from dbackd import __version__
 from dbackd.cli import main
 
-from .conftest import EXAMPLE, RECV_TIMEOUT, ROOT, read_until
+from .conftest import EXAMPLE, RECV_TIMEOUT, ROOT, serving
 
 
 def test_check_ok(capsys):
@@ -60,13 +60,7 @@ def test_version_module_entry():
 
 
 async def test_real_process_serves_the_example_and_stops_on_sigterm():
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "dbackd", "-c", str(EXAMPLE), "--port", "0", "--log-format", "json",
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        started = await read_until(proc, "daemon.started")
-        url = started["url"]
+    async with serving(EXAMPLE) as (proc, url):
         async with aiohttp.ClientSession() as http:
             async with http.ws_connect(url + "ws") as ws:
                 servers = json.loads((await ws.receive(timeout=RECV_TIMEOUT)).data)
@@ -84,10 +78,6 @@ async def test_real_process_serves_the_example_and_stops_on_sigterm():
         rest = (await proc.stderr.read()).decode()
         events = [json.loads(l)["event"] for l in rest.splitlines() if l.startswith("{")]
         assert "socket.joined" in events and events[-1] == "daemon.stopped"
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
 
 
 def test_logs_redact_secrets():
@@ -108,12 +98,7 @@ def test_logs_redact_secrets():
 async def test_sighup_reloads_a_real_process(tmp_path):
     config = tmp_path / "dback.yaml"
     config.write_text('servers: [{snowflake: "1", id: a, name: A, default: true, users: [{uid: "2", username: b}]}]\n')
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "dbackd", "-c", str(config), "--port", "0", "--no-watch", "--log-format", "json",
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        url = (await read_until(proc, "daemon.started"))["url"]
+    async with serving(config, "--no-watch") as (proc, url):
         async with aiohttp.ClientSession() as http:
             async with http.ws_connect(url + "ws") as ws:
                 await ws.receive(timeout=RECV_TIMEOUT)
@@ -125,10 +110,6 @@ async def test_sighup_reloads_a_real_process(tmp_path):
                 assert presence == {"type": "presence", "server": "1", "data": {"uid": "2", "status": "dnd"}}
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 10) == 0
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
 
 
 async def test_tail_prints_frames(start_daemon, capsys):

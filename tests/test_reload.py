@@ -60,11 +60,8 @@ def config_file(tmp_path):
 
 
 @pytest.fixture
-async def live(config_file):
-    d = Daemon(config_file, host="127.0.0.1", port=0)
-    await d.start()
-    yield d, Editor(config_file)
-    await d.stop()
+async def live(config_file, start_daemon):
+    return await start_daemon(config_file), Editor(config_file)
 
 
 async def reloaded(d: Daemon, count: int) -> None:
@@ -321,64 +318,50 @@ OAUTH_SERVER = """servers:
 """
 
 
-async def test_client_id_change_sends_update_clientid(tmp_path, open_client):
+async def test_client_id_change_sends_update_clientid(start_daemon, tmp_path, open_client):
     path = tmp_path / "dback.yaml"
     path.write_text(OAUTH_SERVER.format(client_id="100000000000000001", allowed='"11", "12"'))
-    d = Daemon(path, host="127.0.0.1", port=0)
-    await d.start()
-    try:
-        member, elsewhere = await open_client(d), await joined(open_client, d, "home")
-        join = await member.connect("club", discordToken="t-alice", discordUser={"id": "11"})
-        assert join["data"]["clientId"] == "100000000000000001"
-        path.write_text(OAUTH_SERVER.format(client_id="100000000000000002", allowed='"11", "12"'))
-        assert await member.recv() == {"type": "update-clientid", "server": "5",
-                                       "data": {"clientId": "100000000000000002"}}
-        await member.assert_quiet()
-        await elsewhere.assert_quiet()
-        late = await open_client(d)
-        assert (await late.connect("club", discordToken="t-bob", discordUser={"id": "12"}))["data"]["clientId"] == \
-            "100000000000000002"
-    finally:
-        await d.stop()
+    d = await start_daemon(path)
+    member, elsewhere = await open_client(d), await joined(open_client, d, "home")
+    join = await member.connect("club", discordToken="t-alice", discordUser={"id": "11"})
+    assert join["data"]["clientId"] == "100000000000000001"
+    path.write_text(OAUTH_SERVER.format(client_id="100000000000000002", allowed='"11", "12"'))
+    assert await member.recv() == {"type": "update-clientid", "server": "5",
+                                   "data": {"clientId": "100000000000000002"}}
+    await member.assert_quiet()
+    await elsewhere.assert_quiet()
+    late = await open_client(d)
+    assert (await late.connect("club", discordToken="t-bob", discordUser={"id": "12"}))["data"]["clientId"] == \
+        "100000000000000002"
 
 
-async def test_tightened_access_revokes_existing_grants(tmp_path, open_client):
+async def test_tightened_access_revokes_existing_grants(start_daemon, tmp_path, open_client):
     path = tmp_path / "dback.yaml"
     path.write_text(OAUTH_SERVER.format(client_id="100000000000000001", allowed='"11", "12"'))
-    d = Daemon(path, host="127.0.0.1", port=0)
-    await d.start()
-    try:
-        bob = await open_client(d)
-        assert (await bob.connect("club", discordToken="t-bob", discordUser={"id": "12"}))["type"] == "server-join"
-        path.write_text(OAUTH_SERVER.format(client_id="100000000000000001", allowed='"11"'))
-        assert await bob.recv() == protocol.error(protocol.ACCESS_CHANGED)
-        d.world.set_presence("club", "11", "dnd")
-        await bob.assert_quiet()  # no event of the server reaches the socket any more
-        assert await bob.connect("club", discordToken="t-bob", discordUser={"id": "12"}) == \
-            protocol.error(protocol.AUTH_FAILED)
-        alice = await open_client(d)
-        assert (await alice.connect("club", discordToken="t-alice", discordUser={"id": "11"}))["type"] == "server-join"
-    finally:
-        await d.stop()
+    d = await start_daemon(path)
+    bob = await open_client(d)
+    assert (await bob.connect("club", discordToken="t-bob", discordUser={"id": "12"}))["type"] == "server-join"
+    path.write_text(OAUTH_SERVER.format(client_id="100000000000000001", allowed='"11"'))
+    assert await bob.recv() == protocol.error(protocol.ACCESS_CHANGED)
+    d.world.set_presence("club", "11", "dnd")
+    await bob.assert_quiet()  # no event of the server reaches the socket any more
+    assert await bob.connect("club", discordToken="t-bob", discordUser={"id": "12"}) == \
+        protocol.error(protocol.AUTH_FAILED)
+    alice = await open_client(d)
+    assert (await alice.connect("club", discordToken="t-alice", discordUser={"id": "11"}))["type"] == "server-join"
 
 
-async def test_editing_a_corpus_file_reloads(tmp_path):
-    from dbackd.simulation import ManualClock
-
+async def test_editing_a_corpus_file_reloads(start_daemon, tmp_path):
     lines = tmp_path / "lines.txt"
     lines.write_text("hello\n")
     path = tmp_path / "dback.yaml"
     path.write_text('simulation: {messages: {corpus: "file:lines.txt"}}\n'
                     'servers: [{snowflake: "1", id: a, name: A, users: [{uid: "2", username: b}]}]\n')
-    d = Daemon(path, host="127.0.0.1", port=0, clock=ManualClock())
-    await d.start()
-    try:
-        assert lines in d.config_sources()
-        lines.write_text("bonjour\nhola\n")
-        await reloaded(d, 1)
-        assert d.config.servers[0].simulation.messages.corpus == ("bonjour", "hola")
-    finally:
-        await d.stop()
+    d = await start_daemon(path)
+    assert lines in d.config_sources()
+    lines.write_text("bonjour\nhola\n")
+    await reloaded(d, 1)
+    assert d.config.servers[0].simulation.messages.corpus == ("bonjour", "hola")
 
 
 async def test_the_embedded_default_is_not_watched(open_client):

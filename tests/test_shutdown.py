@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import sys
 import time
@@ -14,7 +13,7 @@ from dbackd import daemon as daemon_module
 from dbackd.config import load_file, with_overrides
 from dbackd.lifecycle import Listener
 
-from .conftest import EXAMPLE, RECV_TIMEOUT, read_until
+from .conftest import EXAMPLE, RECV_TIMEOUT, serving
 from .test_notify import FakeNotifySocket
 
 CLIENTS = 100
@@ -22,47 +21,39 @@ CLIENTS = 100
 
 async def test_sigterm_closes_100_clients_with_1001_and_exits_0():
     notify = FakeNotifySocket()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "dbackd", "-c", str(EXAMPLE), "--port", "0", "--log-format", "json",
-        stderr=asyncio.subprocess.PIPE, env={**os.environ, "NOTIFY_SOCKET": notify.env_value},
-    )
     try:
-        started = await read_until(proc, "daemon.started")
-        assert started["event"] == "daemon.started"
-        assert (await notify.recv())["READY"] == "1"
-        url = started["url"] + "ws"
-        async with aiohttp.ClientSession() as http:
-            sockets = await asyncio.gather(*(http.ws_connect(url) for _ in range(CLIENTS)))
-            for i, ws in enumerate(sockets):
-                assert json.loads((await ws.receive(timeout=RECV_TIMEOUT)).data)["type"] == "server-list"
-                if i % 2 == 0:  # half of them joined, half only looking at the list
-                    await ws.send_json({"type": "connect", "data": {"server": "dworld"}})
-                    assert json.loads((await ws.receive(timeout=RECV_TIMEOUT)).data)["type"] == "server-join"
+        async with serving(EXAMPLE, env={"NOTIFY_SOCKET": notify.env_value}) as (proc, base):
+            assert (await notify.recv())["READY"] == "1"
+            url = base + "ws"
+            async with aiohttp.ClientSession() as http:
+                sockets = await asyncio.gather(*(http.ws_connect(url) for _ in range(CLIENTS)))
+                for i, ws in enumerate(sockets):
+                    assert json.loads((await ws.receive(timeout=RECV_TIMEOUT)).data)["type"] == "server-list"
+                    if i % 2 == 0:  # half of them joined, half only looking at the list
+                        await ws.send_json({"type": "connect", "data": {"server": "dworld"}})
+                        assert json.loads((await ws.receive(timeout=RECV_TIMEOUT)).data)["type"] == "server-join"
 
-            t0 = time.monotonic()
-            proc.send_signal(signal.SIGTERM)
-            closes = await asyncio.gather(*(ws.receive(timeout=RECV_TIMEOUT) for ws in sockets))
-            for msg in closes:
-                assert msg.type == aiohttp.WSMsgType.CLOSE, msg
-                assert (msg.data, msg.extra) == (1001, "server shutting down")
-            assert await asyncio.wait_for(proc.wait(), 10) == 0
-            elapsed = time.monotonic() - t0
-            for ws in sockets:
-                await ws.close()
-        assert elapsed < 5.0, f"took {elapsed:.1f}s to stop"
-        assert (await notify.recv())["STOPPING"] == "1"
-        lines = [json.loads(line) for line in (await proc.stderr.read()).decode().splitlines() if line.startswith("{")]
-        stopped = lines[-1]
-        assert stopped["event"] == "daemon.stopped"
-        assert stopped["closed_connections"] == CLIENTS
-        assert stopped["frames_sent"] == CLIENTS + CLIENTS // 2
-        assert stopped["uptime_seconds"] > 0
-        assert sum(1 for line in lines if line["event"] == "daemon.stopped") == 1
-        assert not [line for line in lines if line["level"] in ("warning", "error")], lines
+                t0 = time.monotonic()
+                proc.send_signal(signal.SIGTERM)
+                closes = await asyncio.gather(*(ws.receive(timeout=RECV_TIMEOUT) for ws in sockets))
+                for msg in closes:
+                    assert msg.type == aiohttp.WSMsgType.CLOSE, msg
+                    assert (msg.data, msg.extra) == (1001, "server shutting down")
+                assert await asyncio.wait_for(proc.wait(), 10) == 0
+                elapsed = time.monotonic() - t0
+                for ws in sockets:
+                    await ws.close()
+            assert elapsed < 5.0, f"took {elapsed:.1f}s to stop"
+            assert (await notify.recv())["STOPPING"] == "1"
+            lines = [json.loads(line) for line in (await proc.stderr.read()).decode().splitlines() if line.startswith("{")]
+            stopped = lines[-1]
+            assert stopped["event"] == "daemon.stopped"
+            assert stopped["closed_connections"] == CLIENTS
+            assert stopped["frames_sent"] == CLIENTS + CLIENTS // 2
+            assert stopped["uptime_seconds"] > 0
+            assert sum(1 for line in lines if line["event"] == "daemon.stopped") == 1
+            assert not [line for line in lines if line["level"] in ("warning", "error")], lines
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
         notify.close()
 
 
@@ -118,24 +109,15 @@ async def test_listeners_hear_the_moments_in_order():
 
 
 async def test_sigint_stops_as_sigterm_does():
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "dbackd", "-c", str(EXAMPLE), "--port", "0", "--log-format", "json",
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        started = await read_until(proc, "daemon.started")
+    async with serving(EXAMPLE) as (proc, url):
         async with aiohttp.ClientSession() as http:
-            async with http.ws_connect(started["url"] + "ws") as ws:
+            async with http.ws_connect(url + "ws") as ws:
                 await ws.receive(timeout=RECV_TIMEOUT)
                 proc.send_signal(signal.SIGINT)
                 closing = await ws.receive(timeout=RECV_TIMEOUT)
                 assert (closing.type, closing.data) == (aiohttp.WSMsgType.CLOSE, 1001)
         assert await asyncio.wait_for(proc.wait(), 10) == 0
         assert json.loads((await proc.stderr.read()).decode().splitlines()[-1])["event"] == "daemon.stopped"
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
 
 
 async def test_a_taken_port_exits_1_with_one_line():

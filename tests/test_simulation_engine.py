@@ -49,12 +49,18 @@ class Recorder:
         return [(t, e, b) for t, e, b in self.events if isinstance(e, kind)]
 
 
-def simulate(config, seconds: float, **kwargs):
+def recording(config, **kwargs):
+    """A world, an engine on it, and a recorder of what the world applies; nothing run yet."""
     world = World(config)
     ref: list = []
     recorder = Recorder(world, ref)
     engine = Engine(world, epoch=kwargs.pop("epoch", JAN_1), **kwargs)
     ref.append(engine)
+    return recorder, engine, world
+
+
+def simulate(config, seconds: float, **kwargs):
+    recorder, engine, world = recording(config, **kwargs)
     engine.advance_to(seconds)
     return recorder, engine, world
 
@@ -101,11 +107,7 @@ def test_a_server_alone_gives_the_same_stream_as_with_the_others():
 def test_advancing_in_small_or_big_steps_gives_the_same_stream():
     config = load_file(LIVELY, env={})
     one, _, _ = simulate(config, 600)
-    world = World(config)
-    ref: list = []
-    rec = Recorder(world, ref)
-    engine = Engine(world, epoch=JAN_1)
-    ref.append(engine)
+    rec, engine, world = recording(config)
     t = 0.0
     while t < 600:
         t = min(600.0, t + 0.7)
@@ -353,11 +355,7 @@ def test_servers_added_and_removed_by_a_reload_are_followed():
 def test_an_unchanged_config_changes_nothing():
     config = load_file(LIVELY, env={})
     plain, _, _ = simulate(config, 600)
-    world = World(config)
-    ref: list = []
-    rec = Recorder(world, ref)
-    engine = Engine(world, epoch=JAN_1)
-    ref.append(engine)
+    rec, engine, world = recording(config)
     engine.advance_to(300)
     same = dataclasses.replace(config)
     reload_world(world, same)

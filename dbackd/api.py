@@ -1,8 +1,9 @@
 """The HTTP API under /api/ (except the public /api/version): scripts and bots change the world.
 
-Off (404) while the running config has no `api.tokens`; the settings are read at every
-request, so reloads take effect at the next one. Each request is, in order: routed
-(404, 405), authenticated (`Authorization: Bearer`, compared in constant time: 401
+A source of world changes: it applies events through the world's event builders. Off
+(404) while the running config has no `api.tokens`; the settings are read at every
+request, so reloads take effect at the next one. Each request is, in order: routed by
+aiohttp's router (404, 405), authenticated (`Authorization: Bearer`, compared in constant time: 401
 without a usable header, 403 for a token that is not configured), rate limited per
 token (429 with Retry-After), its body checked (415, 413, 400 against
 schemas/api.schema.json), then applied through the world's event builders (404 unknown
@@ -12,24 +13,20 @@ presence path is kept cheap: a benchmark posts to it while thousands of sockets 
 """
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
 import math
 import time
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional, Sequence
+from typing import Any, Awaitable, Callable, Optional, Sequence
 
 import structlog
 from aiohttp import web
 
-from . import __version__, apischema
+from . import __version__, apischema, jsontext, snapshots, tokens
 from .apischema import InvalidRequest
+from .bodies import TooLarge, read_limited
 from .config import Api
 from .events import PresenceChanged
-from .world import DeclaredUser, UnknownServer, UnknownUser
-
-if TYPE_CHECKING:
-    from .daemon import Daemon
+from .hub import Hub
+from .world import DeclaredUser, UnknownServer, UnknownUser, World
 
 log = structlog.get_logger("dbackd.api")
 
@@ -71,67 +68,63 @@ class RateLimiter:
             del self._buckets[key]
 
 
-def _digest(token: str) -> bytes:
-    # Hashing first makes the comparison independent of the tokens' lengths.
-    return hashlib.sha256(token.encode("utf-8")).digest()
-
-
-Handler = Callable[[web.Request, list[str]], Awaitable[web.StreamResponse]]
-
-
 class HttpApi:
-    def __init__(self, daemon: "Daemon"):
-        self.daemon = daemon
-        self.limiter = RateLimiter()
+    """The API as a sub-application mounted at /api/: aiohttp's router finds the endpoint, a
+    middleware turns the API off and on with the config, authenticates and rate-limits."""
+
+    def __init__(self, world: World, hub: Hub, clock: Callable[[], float] = time.monotonic):
+        self.world = world
+        self.hub = hub
+        self.limiter = RateLimiter(clock)
         self._settings: Optional[Api] = None
-        self._digests: tuple[bytes, ...] = ()
+        self._digests: tuple[tuple[bytes, bytes], ...] = ()
 
-    # -- routing ---------------------------------------------------------------------
-    def _route(self, parts: list[str]) -> Optional[tuple[dict[str, Handler], list[str]]]:
-        """Path segments after /api/ → (handlers by method, path parameters)."""
-        n = len(parts)
-        if n == 1 and parts[0] == "servers":
-            return {"GET": self.list_servers}, []
-        if n >= 3 and parts[0] == "servers" and parts[1]:
-            if n == 3 and parts[2] == "presence":
-                return {"POST": self.post_presence}, [parts[1]]
-            if n == 3 and parts[2] == "messages":
-                return {"POST": self.post_message}, [parts[1]]
-            if n == 3 and parts[2] == "users":
-                return {"GET": self.list_users}, [parts[1]]
-            if n == 4 and parts[2] == "users" and parts[3]:
-                return {"PUT": self.put_user, "DELETE": self.delete_user}, [parts[1], parts[3]]
-        return None
+    async def start(self) -> None:
+        """Nothing runs between requests: every change is made while answering one."""
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        """Every request under /api/ that no fixed route took."""
-        parts = request.match_info["tail"].split("/")
-        if parts == ["version"]:  # public, and only GET (its own route): any other method lands here
-            return _error(405, f"{request.method} is not allowed on {request.path} (allowed: GET, HEAD)",
-                          {"Allow": "GET, HEAD"})
-        settings = self.daemon.config.api
-        if not settings.tokens:
+    async def stop(self) -> None:
+        pass
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._gate])
+        r = app.router
+        r.add_get("/version", self.version)
+        r.add_get("/openapi.json", self.openapi)
+        r.add_get("/servers", self.list_servers)
+        r.add_get("/servers/{server}/users", self.list_users)
+        r.add_post("/servers/{server}/presence", self.post_presence)
+        r.add_post("/servers/{server}/messages", self.post_message)
+        r.add_put("/servers/{server}/users/{uid}", self.put_user)
+        r.add_delete("/servers/{server}/users/{uid}", self.delete_user)
+        return app
+
+    @web.middleware
+    async def _gate(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                    ) -> web.StreamResponse:
+        """In order: the public version, the API switch, the endpoint (404, 405), the token
+        (401, 403), the rate (429); then the handler checks the body and the world."""
+        public = request.path == "/api/version"
+        settings = self.world.config.api
+        if not public and not settings.tokens:
             return _error(404, API_OFF)
-        if parts == ["openapi.json"] and request.method in ("GET", "HEAD"):
-            return web.json_response(apischema.openapi(__version__))
-        route = self._route(parts)
-        if route is None:
-            return _error(404, f"no such endpoint: {request.path} (see /api/openapi.json)")
-        handlers, params = route
-        method = "GET" if request.method == "HEAD" else request.method
-        handler = handlers.get(method)
-        if handler is None:
-            allowed = ", ".join(sorted(set(handlers) | ({"HEAD"} if "GET" in handlers else set())))
+        try:
+            route = request.match_info.http_exception
+            if route is not None:
+                raise route
+            if not public and request.path != "/api/openapi.json":
+                key = self._authenticate(request, settings)
+                wait = self.limiter.take(key, settings.rate.per_second, settings.rate.burst)
+                if wait:
+                    retry = max(1, math.ceil(wait))
+                    raise ApiError(429, f"too many requests for this token: retry after {retry} s",
+                                   {"Retry-After": str(retry)})
+            return await handler(request)
+        except web.HTTPMethodNotAllowed as exc:
+            allowed = ", ".join(sorted(exc.allowed_methods))
             return _error(405, f"{request.method} is not allowed on {request.path} (allowed: {allowed})",
                           {"Allow": allowed})
-        try:
-            key = self._authenticate(request, settings)
-            wait = self.limiter.take(key, settings.rate.per_second, settings.rate.burst)
-            if wait:
-                retry = max(1, math.ceil(wait))
-                raise ApiError(429, f"too many requests for this token: retry after {retry} s",
-                               {"Retry-After": str(retry)})
-            return await handler(request, params)
+        except web.HTTPNotFound:
+            return _error(404, f"no such endpoint: {request.path} (see /api/openapi.json)")
         except ApiError as exc:
             return _error(exc.status, str(exc), exc.headers)
         except InvalidRequest as exc:
@@ -146,19 +139,15 @@ class HttpApi:
         """The caller's key (its token's digest), or ApiError 401/403."""
         if settings is not self._settings:  # the config was reloaded: tokens may have changed
             self._settings = settings
-            self._digests = tuple(_digest(t) for t in settings.tokens)
-            self.limiter.keep_only(set(self._digests))
+            self._digests = tuple((tokens.digest(t), tokens.digest(t)) for t in settings.tokens)
+            self.limiter.keep_only({d for d, _ in self._digests})
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise ApiError(401, "missing bearer token: send the header `Authorization: Bearer <token>`",
                            {"WWW-Authenticate": 'Bearer realm="dbackd"'})
-        presented = _digest(token)
-        match = None
-        for known in self._digests:  # every token is compared, so timing says nothing about which matched
-            if hmac.compare_digest(presented, known):
-                match = known
+        match = tokens.find(tokens.digest(token), self._digests)
         if match is None:
             raise ApiError(403, "this token is not allowed (it is not one of api.tokens)")
         return match
@@ -167,34 +156,36 @@ class HttpApi:
         if request.content_type != "application/json":
             got = request.headers.get("Content-Type", "no Content-Type")
             raise ApiError(415, f"the body must be JSON sent with Content-Type: application/json (got {got})")
-        limit = self.daemon.config.api.max_body_bytes
-        too_big = ApiError(413, f"the body is larger than api.max_body_bytes ({limit} bytes)")
-        if request.content_length is not None and request.content_length > limit:
-            raise too_big
-        body = bytearray()
-        async for chunk in request.content.iter_any():
-            body += chunk
-            if len(body) > limit:
-                raise too_big
+        limit = self.world.config.api.max_body_bytes
         try:
-            data = json.loads(body)
-        except (ValueError, RecursionError) as exc:
+            body = await read_limited(request.content, limit, request.content_length)
+        except TooLarge:
+            raise ApiError(413, f"the body is larger than api.max_body_bytes ({limit} bytes)") from None
+        try:
+            data = jsontext.parse(body)
+        except jsontext.NotJson as exc:
             raise ApiError(400, f"the body is not valid JSON: {exc}") from None
         apischema.check(definition, data)
         return data
 
     # -- endpoints -------------------------------------------------------------------
-    async def list_servers(self, request: web.Request, params: list[str]) -> web.Response:
-        return web.json_response({"servers": self.daemon.servers()})
+    async def version(self, request: web.Request) -> web.Response:
+        return web.json_response({"version": __version__})
 
-    async def list_users(self, request: web.Request, params: list[str]) -> web.Response:
-        state = self.daemon.world.get(params[0])
-        return web.json_response({"server": state.snowflake, "users": self.daemon.users(state.snowflake)})
+    async def openapi(self, request: web.Request) -> web.Response:
+        return web.json_response(apischema.openapi(__version__))
 
-    async def post_presence(self, request: web.Request, params: list[str]) -> web.Response:
+    async def list_servers(self, request: web.Request) -> web.Response:
+        return web.json_response({"servers": snapshots.servers(self.world, self.hub)})
+
+    async def list_users(self, request: web.Request) -> web.Response:
+        state = self.world.get(request.match_info["server"])
+        return web.json_response({"server": state.snowflake, "users": snapshots.users(self.world, state.snowflake)})
+
+    async def post_presence(self, request: web.Request) -> web.Response:
         body = await self._json(request, "presenceRequest")
-        world = self.daemon.world
-        state = world.get(params[0])
+        world = self.world
+        state = world.get(request.match_info["server"])
         items = body["presences"] if "presences" in body else (body,)
         if len(items) == 1:
             p = items[0]
@@ -208,7 +199,7 @@ class HttpApi:
 
     def _batch(self, snowflake: str, items: Sequence[dict]) -> list[PresenceChanged]:
         """Every event of a batch, checked as if the earlier ones were applied; none is applied here."""
-        world = self.daemon.world
+        world = self.world
         users = world.servers[snowflake].users
         present: dict[str, bool] = {}
 
@@ -226,19 +217,19 @@ class HttpApi:
             events.append(event)
         return events
 
-    async def post_message(self, request: web.Request, params: list[str]) -> web.Response:
+    async def post_message(self, request: web.Request) -> web.Response:
         body = await self._json(request, "message")
-        self.daemon.world.say(params[0], body["uid"], body["message"], body["channel"])
+        self.world.say(request.match_info["server"], body["uid"], body["message"], body["channel"])
         return web.json_response({"applied": 1})
 
-    async def put_user(self, request: web.Request, params: list[str]) -> web.Response:
-        server, uid = params
+    async def put_user(self, request: web.Request) -> web.Response:
+        server, uid = request.match_info["server"], request.match_info["uid"]
         try:
             apischema.check("uid", uid)
         except InvalidRequest as exc:
             raise InvalidRequest(f"uid in the path: {exc}") from None
         body = await self._json(request, "userUpdate")
-        world = self.daemon.world
+        world = self.world
         state = world.get(server)
         live = state.users.get(uid)
         status = body.get("status") or (live.status if live else "online")
@@ -249,9 +240,9 @@ class HttpApi:
         log.info("api.user_put", server=state.info.id, uid=uid, created=live is None)
         return web.json_response(entry, status=200 if live else 201)
 
-    async def delete_user(self, request: web.Request, params: list[str]) -> web.StreamResponse:
-        server, uid = params
-        world = self.daemon.world
+    async def delete_user(self, request: web.Request) -> web.StreamResponse:
+        server, uid = request.match_info["server"], request.match_info["uid"]
+        world = self.world
         state = world.get(server)
         live = state.users.get(uid)
         if live is None:
@@ -260,13 +251,3 @@ class HttpApi:
         log.info("api.user_deleted", server=state.info.id, uid=uid)
         return web.Response(status=204)
 
-
-API: web.AppKey[HttpApi] = web.AppKey("http_api")
-
-
-def register(app: web.Application, daemon: "Daemon") -> HttpApi:
-    """Add the API's routes to the app (before its catch-all)."""
-    api = HttpApi(daemon)
-    app[API] = api
-    app.router.add_route("*", "/api/{tail:.*}", api.handle)
-    return api

@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, Optional
 
 import structlog
 from aiohttp import web
 
+from .config.values import is_snowflake
+from .tasks import cancel_and_wait
+
 if TYPE_CHECKING:
+    from .access import LoginVerifier
     from .config import Server
     from .world import ServerState, World
 
@@ -35,7 +38,16 @@ DEFAULT_TIMEOUTS = {
     "on_static_request": 5.0,
 }
 _CLOSE_GRACE = 1.0  # seconds given to cancelled callbacks to finish when the daemon stops
-_SNOWFLAKE = re.compile(r"^[0-9]{1,20}$")
+
+
+def shape(value: Any) -> str:
+    """What a value looks like, without any of its contents (it may hold a password)."""
+    if isinstance(value, Mapping):
+        return f"a mapping of {len(value)}"
+    if isinstance(value, (list, tuple)):
+        kinds = sorted({type(v).__name__ for v in value})
+        return f"a list of {len(value)}" + (f" ({', '.join(kinds[:3])})" if kinds else "")
+    return f"a value of type {type(value).__name__}"
 
 
 class CallbackFailed(Exception):
@@ -103,7 +115,8 @@ class Callbacks:
         return task.result()
 
     def bad_answer(self, name: str, answer: Any, expected: str) -> CallbackFailed:
-        log.error("callback.bad_answer", callback=name, answer=repr(answer)[:200], expected=expected)
+        # By shape only: an answer can hold a password or a token.
+        log.error("callback.bad_answer", callback=name, answer=shape(answer), expected=expected)
         return CallbackFailed(name)
 
     def open(self) -> None:
@@ -112,17 +125,22 @@ class Callbacks:
     async def close(self) -> None:
         """Cancel every callback still running and start no more (the daemon is stopping)."""
         self._closed = True
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=_CLOSE_GRACE)
-            if pending:
-                log.warning("callback.still_running", count=len(pending))
+        stuck = await cancel_and_wait(list(self._tasks), _CLOSE_GRACE)
+        if stuck:
+            log.warning("callback.still_running", count=stuck)
 
     # -- the hooks, as the rest of the daemon asks them ------------------------------
-    async def verify_oauth(self, server: "Server", token: str, claimed: dict) -> bool:
-        """Access's OAuth verifier when a validator is registered: it decides; a failure is a no."""
+    def login_verifier(self, fallback: "LoginVerifier") -> "LoginVerifier":
+        """The one verifier of Discord logins: the host program's validator once it is registered, else `fallback`."""
+        async def verify(server: "Server", token: str, claimed: dict) -> bool:
+            if "on_validate_discord_user" in self.registered:
+                return await self.validate_login(server, token, claimed)
+            return await fallback(server, token, claimed)
+
+        return verify
+
+    async def validate_login(self, server: "Server", token: str, claimed: dict) -> bool:
+        """The host program's validator decides; a failure is a no."""
         name = "on_validate_discord_user"
         try:
             answer = await self.call(name, token, claimed, server.snowflake)
@@ -133,7 +151,7 @@ class Callbacks:
             return False
         return answer
 
-    async def before_join(self, state: "ServerState") -> None:
+    async def ask_client_id(self, state: "ServerState") -> None:
         """Consult the client-id provider for a join; a new id goes through the world
         (members get update-clientid, the joining socket gets it in server-join)."""
         name = "on_get_client_id"
@@ -145,7 +163,7 @@ class Callbacks:
                 return
             if isinstance(answer, int) and not isinstance(answer, bool):
                 answer = str(answer)
-            if not isinstance(answer, str) or not _SNOWFLAKE.match(answer):
+            if not is_snowflake(answer):
                 raise self.bad_answer(name, answer, "an application id (a string of digits) or None")
         except CallbackFailed:
             return  # the join goes on with the client id the world has

@@ -1,67 +1,57 @@
-"""The daemon: one object that owns the config, the world, the hub and the web server.
+"""The daemon: assembles the parts and runs their lifecycle. The parts do the work.
 
-Start and stop it inside any asyncio loop (the CLI does, and so can a host program,
-which drives it through the Python API in host.py, mixed in here). It wires the parts
-together and keeps their lifecycle; the parts do the work.
+Data flows one way: the config source → the declaration → the world (the one current
+config, servers, users) ← the other sources of change (reloader, simulation, HTTP API,
+Python API) → world events → the hub, the only part that decides what a socket is
+sent, through its wire. Each part is built here with the few collaborators it needs;
+none is given the daemon. Start and stop it inside any asyncio loop (the command line
+does, and so can a host program, which uses the Python API offered on the daemon).
 """
 from __future__ import annotations
 
-import asyncio
-import os
+import functools
 import time
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping, Optional, Protocol, Union
+from typing import Any, Callable, Optional, TypeVar
 
 import structlog
 from aiohttp import web
 
 from . import __version__
 from .access import Access
+from .api import HttpApi
 from .callbacks import Callbacks
-from .config import EMBEDDED_NAME, Config, ConfigError, load_data, load_embedded, load_file, with_overrides
-from .config.diff import describe
+from .config import Config
+from .declaration import ConfigSource, Declaration, Overrides, load
+from .heartbeat import Heartbeat
 from .host import HostApi
-from .hub import Heartbeat, Hub
-from .lifecycle import Listener
+from .hub import Hub
+from .lifecycle import Listener, Moments, Service, Services
+from .listener import bind
 from .metrics import Metrics
 from .oauth import OAuthService
-from .providers import Provided, overlay
 from .reload import Reloader
-from .session import Session
 from .simulation import Clock, SimulationService
-from .web import create_app
+from .web import Site
+from .websocket import SocketEndpoint
 from .world import World
 
 log = structlog.get_logger("dbackd")
 
-ConfigSource = Union[Config, str, "os.PathLike[str]", Mapping[str, Any], None]
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-def load(source: ConfigSource) -> Config:
-    """A config from a model, a file path, plain data, or (None) the embedded default."""
-    if isinstance(source, Config):
-        return source
-    if source is None:
-        return load_embedded()
-    if isinstance(source, (str, Path, os.PathLike)):
-        return load_file(source)
-    return load_data(source)
+def _python_api(method: F) -> F:
+    """The Python API's method, offered on the daemon as the original backend offered it."""
+    @functools.wraps(method)
+    def call(self: "Daemon", *args: Any, **kwargs: Any) -> Any:
+        return method(self.host_api, *args, **kwargs)
+
+    return call  # type: ignore[return-value]
 
 
-class Service(Protocol):
-    """A long-running part of the daemon (simulation, file watcher, ...) with an owned lifecycle."""
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
-
-
-SERVICE_STOP_TIMEOUT = 5.0  # seconds one service may take to stop before it is abandoned
-
-
-class Daemon(HostApi):
-    """The dbackd daemon. See host.py for what a host program can do with it."""
+class Daemon:
+    """The dbackd daemon. Its Python API (broadcasts, snapshots, callbacks) is host.HostApi's."""
 
     def __init__(self, config: ConfigSource = None, *, host: Optional[str] = None, port: Optional[int] = None,
                  static_dir: Optional[str] = None, watch: bool = True, clock: Optional[Clock] = None):
@@ -71,102 +61,85 @@ class Daemon(HostApi):
         `watch` follows edits of the config file; `clock` is the simulation's time (default
         the system clock; tests pass a ManualClock).
         """
-        self._overrides = {"host": host, "port": port, "static_dir": static_dir}
-        self.config = with_overrides(load(config), **self._overrides)
-        self._base = self.config  # the declaration from the config source, before the providers' overlay
-        self._provided: Optional[Provided] = None
-        self._refresh_lock = asyncio.Lock()
-        self.loaded_at = datetime.now(timezone.utc)
-        self.restart_required: tuple[str, ...] = ()
-        self.world = World(self.config)
-        self.hub = Hub(self.world, self.config.limits)
-        self.listeners: list[Listener] = []
-        self.metrics = Metrics(self)
-        self.listen(self.metrics)
-        self.oauth = OAuthService(self.config, on_verified=self.metrics.oauth_verification)
-        self.access = Access(self.oauth.verify)
-        self.session = Session(self.world, self.hub, self.access, self.metrics)
+        overrides = Overrides(host, port, static_dir)
+        self.world = World(overrides.apply(load(config)))
+        self.declaration = Declaration(self.world, overrides)
+        self.moments = Moments()
+        self.hub = Hub(self.world)
+        self.metrics = Metrics(self.world, self.hub, self.moments, lambda: self.uptime,
+                               self.declaration.loaded_at.timestamp())
+        self.oauth = OAuthService(self.world, on_verified=self.metrics.oauth_verification)
         self.callbacks = Callbacks(self.world)
-        self.app = create_app(self)
-        self._runner: Optional[web.AppRunner] = None
-        self._site: Optional[web.TCPSite] = None
-        self.reloader = Reloader(self, watch=watch)
-        self.services: list[Service] = [self.reloader, self.oauth, Heartbeat(self.hub)]
-        self._started: list[Service] = []
-        self._started_at: Optional[float] = None  # time.monotonic() when listening began
+        self.access = Access(self.callbacks.login_verifier(self.oauth.verify))
+        self.sockets = SocketEndpoint(self.world, self.hub, self.access, self.callbacks, self.metrics)
+        # The sources of world change.
+        self.host_api = HostApi(self.world, self.hub, self.callbacks, self.declaration)
+        self.http_api = HttpApi(self.world, self.hub)
+        self.reloader = Reloader(self.declaration, self.moments, watch=watch)
         self.simulation = SimulationService(self.world, clock)
-        self.services.append(self.simulation)
+        self.app = Site(self.world, self.hub, self.sockets, self.http_api, self.metrics, self.callbacks,
+                        self.health).app
+        # Started in this order, stopped in reverse: the Python API last, so callbacks still
+        # running are cancelled before the sockets close.
+        self.services = Services()
+        for service in (self.host_api, self.oauth, self.http_api, self.reloader, Heartbeat(self.hub), self.simulation):
+            self.services.add(service)
+        self._runner: Optional[web.AppRunner] = None
+        self._started_at: Optional[float] = None  # time.monotonic() when listening began
 
     # -- lifecycle -----------------------------------------------------------------
+    def add_service(self, service: Service) -> None:
+        """Run another part with the daemon (before start): started after the others, stopped first."""
+        self.services.add(service)
+
+    def listen(self, listener: Listener) -> None:
+        """Hear the daemon's lifecycle moments (see lifecycle.Listener)."""
+        self.moments.listen(listener)
+
     async def start(self) -> None:
-        """Ask the data providers (if any), then listen; returns once the port is open."""
-        self.callbacks.open()
-        await self.refresh()
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
-        await self._runner.setup()
-        self._site = web.TCPSite(self._runner, self.config.listen.host, self.config.listen.port)
+        """Bind the port, start every part (the data providers are asked first), then serve.
+
+        Returns once the port is served. A port that cannot be bound raises OSError before
+        anything has started.
+        """
+        listen = self.config.listen
+        sockets = bind(listen.host, listen.port)
+        runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
         try:
-            await self._site.start()
-        except BaseException:  # nothing was served: release the runner, leave nothing to stop
-            await self._runner.cleanup()
-            self._runner = None
+            await self.services.start()
+            await runner.setup()
+            for sock in sockets:
+                await web.SockSite(runner, sock).start()
+        except BaseException:  # nothing was served: stop what started, leave nothing to stop
+            await runner.cleanup()
+            await self.services.stop()
+            for sock in sockets:
+                sock.close()
             raise
+        self._runner = runner
         self._started_at = time.monotonic()
-        for service in self.services:
-            await service.start()
-            self._started.append(service)
         log.info("daemon.started", url=self.url, config=self.config_name, servers=len(self.config.servers),
                  version=__version__)
-        self._tell("on_ready")
+        self.moments.ready()
 
     async def stop(self) -> None:
-        """Stop every service, stop listening, close every socket (1001) and release everything.
+        """Stop every part, stop listening, close every socket (1001) and release everything.
 
-        Each service gets SERVICE_STOP_TIMEOUT seconds; one that fails or hangs is logged
-        and the rest still stop. Ends with one `daemon.stopped` summary line.
+        Each part gets a bounded time; one that fails or hangs is logged and the rest
+        still stop. Ends with one `daemon.stopped` summary line.
         """
-        if self._runner is None and not self._started:
+        if self._runner is None and not self.services.running:
             return
-        self._tell("on_stopping")
-        while self._started:
-            service = self._started.pop()
-            try:
-                await asyncio.wait_for(service.stop(), SERVICE_STOP_TIMEOUT)
-            except Exception as exc:  # a broken service must not keep the others running
-                log.error("daemon.service_stop_failed", service=type(service).__name__, error=repr(exc))
-        await self.callbacks.close()  # first: requests waiting on user code end now, not at the shutdown timeout
-        if self._runner is not None:
+        self.moments.stopping()
+        await self.services.stop()
+        runner, self._runner = self._runner, None
+        if runner is not None:
             connections = len(self.hub.connections)
             # aiohttp stops accepting, runs on_shutdown (close every socket with 1001), then
             # waits up to shutdown_timeout for handlers and cancels those still running.
-            await self._runner.cleanup()
-            self._runner = None
+            await runner.cleanup()
             log.info("daemon.stopped", uptime_seconds=round(self.uptime, 3), closed_connections=connections,
                      frames_sent=self.hub.frames_sent, slow_dropped=self.hub.slow_dropped)
-
-    # -- lifecycle moments -------------------------------------------------------------
-    def listen(self, listener: Listener) -> None:
-        """Hear the daemon's lifecycle moments (see lifecycle.Listener)."""
-        self.listeners.append(listener)
-
-    def unlisten(self, listener: Listener) -> None:
-        if listener in self.listeners:
-            self.listeners.remove(listener)
-
-    def reload_started(self) -> None:
-        """The reloader calls this when it begins to read a new config."""
-        self._tell("on_reload_started")
-
-    def reload_finished(self, ok: bool, error: Optional[str] = None) -> None:
-        """The reloader calls this when the new config is applied (ok) or refused."""
-        self._tell("on_reload_finished", ok, error)
-
-    def _tell(self, moment: str, *args: Any) -> None:
-        for listener in list(self.listeners):
-            try:
-                getattr(listener, moment)(*args)
-            except Exception as exc:  # one broken listener must not break a reload or a shutdown
-                log.error("daemon.listener_failed", listener=type(listener).__name__, moment=moment, error=repr(exc))
 
     async def __aenter__(self) -> "Daemon":
         await self.start()
@@ -175,65 +148,40 @@ class Daemon(HostApi):
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    # -- configuration ---------------------------------------------------------------
-    def load_config(self) -> Config:
-        """Read the running config's file again, with the same overrides. Blocking: run it in a thread."""
-        if self.config_path is None:
-            return self._base
-        base = with_overrides(load_file(self.config_path), **self._overrides)
-        overlay(base, self._provided)  # a file that conflicts with what the providers declare is refused
-        return base
-
-    @property
-    def config_path(self) -> Optional[Path]:
-        """The config's file, if it came from one (not a dict, a model or the embedded default)."""
-        if self.config.file in (None, EMBEDDED_NAME):
-            return None
-        return Path(self.config.file).resolve()
-
-    def config_sources(self) -> tuple[Path, ...]:
-        """Every file the running config was read from (what a reload watches)."""
-        path = self.config_path
-        return () if path is None else (path,) + self.config.includes
-
-    def apply_config(self, new: Config) -> list[str]:
-        """Make `new` the running config: the world moves in one step and clients see the changes.
-
-        `new` is the config source's declaration; the data providers' last answer is laid
-        over it. Returns a line per change. Settings that cannot change live (listen,
-        logging) are kept as they are and reported in restart_required.
-        """
-        self._base = new
-        try:
-            effective = overlay(new, self._provided)
-        except ConfigError as exc:  # the providers answered in between: their answer waits for refresh()
-            log.warning("provider.dropped", reason="conflicts with the new config",
-                        errors=[p.message for p in exc.problems])
-            self._provided = None
-            effective = new
-        return self._move(effective)
-
-    def _move(self, new: Config) -> list[str]:
-        """Move the world to the effective declaration `new` (config plus providers)."""
-        old = self.config
-        self.config = new
-        changes = self.world.reconfigure(new)
-        self.hub.limits = new.limits
-        self.loaded_at = datetime.now(timezone.utc)
-        self.restart_required = tuple(sorted(set(self.restart_required) | set(changes.restart_required)))
-        if changes.restart_required:
-            log.warning("reload.restart_required", keys=list(changes.restart_required))
-        for service in self.services:
-            on_config = getattr(service, "on_config", None)
-            if on_config is not None:
-                on_config(new)
-        return describe(changes, old, new)
-
     async def reload(self) -> bool:
         """Re-read the config file now and apply it; False if it was not usable."""
         return await self.reloader.reload()
 
+    # -- the Python API --------------------------------------------------------------
+    broadcast_presence = _python_api(HostApi.broadcast_presence)
+    broadcast_message = _python_api(HostApi.broadcast_message)
+    broadcast_client_id_update = _python_api(HostApi.broadcast_client_id_update)
+    servers = _python_api(HostApi.servers)
+    users = _python_api(HostApi.users)
+    refresh = _python_api(HostApi.refresh)
+    on_get_server_data = _python_api(HostApi.on_get_server_data)
+    on_get_user_data = _python_api(HostApi.on_get_user_data)
+    on_validate_discord_user = _python_api(HostApi.on_validate_discord_user)
+    on_get_client_id = _python_api(HostApi.on_get_client_id)
+    on_static_request = _python_api(HostApi.on_static_request)
+
     # -- facts ---------------------------------------------------------------------
+    @property
+    def config(self) -> Config:
+        """The effective config now in force (the world holds it)."""
+        return self.world.config
+
+    @property
+    def loaded_at(self):
+        return self.declaration.loaded_at
+
+    @property
+    def config_path(self) -> Optional[Path]:
+        return self.declaration.path
+
+    def config_sources(self) -> tuple[Path, ...]:
+        return self.declaration.sources()
+
     @property
     def port(self) -> int:
         """The bound port (useful when the config asks for port 0)."""
@@ -257,9 +205,6 @@ class Daemon(HostApi):
     def config_name(self) -> str:
         return self.config.file or "<python data>"  # the embedded default names itself; a dict or model does not
 
-    def socket_paths(self) -> set[str]:
-        return {"/", "/ws"} | {m.ws_path for m in self.config.static}
-
     def health(self) -> dict[str, Any]:
         return {
             "status": "ok",
@@ -271,5 +216,5 @@ class Daemon(HostApi):
             "frames_sent": self.hub.frames_sent,
             "dropped_slow": self.hub.slow_dropped,
             "reload": self.reloader.status(),
-            "restart_required": list(self.restart_required),
+            "restart_required": list(self.declaration.restart_required),
         }

@@ -1,35 +1,31 @@
-"""The Python API: what a host program (a Discord bot, a script) does with its Daemon.
+"""The Python API: what a host program (a Discord bot, a script) does with its daemon.
 
-Mixed into `dbackd.Daemon`. Changes go through the world as events, exactly like the
-config, reloads and the HTTP API, so every client (and every client that joins later)
-sees the same thing. Arguments are checked against the API schema; bad input raises a
-ValueError or LookupError subclass instead of being dropped. Call these from the loop
-the daemon runs in. Callbacks registered here are run by callbacks.py (timeouts,
-contained failures); data providers are merged into the declaration by providers.py.
+A source of world changes, offered on `dbackd.Daemon` itself. Changes go through the
+world as events, exactly like the config, reloads and the HTTP API, so every client
+(and every client that joins later) sees the same thing. Arguments are checked against
+the API schema; bad input raises a ValueError or LookupError subclass instead of being
+dropped. Call these from the loop the daemon runs in. Callbacks registered here are run
+by callbacks.py (timeouts, contained failures); the data providers' answers go to the
+declaration, which checks them and lays them over the config.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional, TypedDict, TypeVar, Union, overload
+from typing import Any, Awaitable, Callable, Optional, TypeVar, Union, overload
 
 import structlog
 
-from . import apischema, providers
+from . import apischema, providers, snapshots
 from .callbacks import CallbackFailed, Callbacks
 from .config import ConfigError
-
-if TYPE_CHECKING:
-    import asyncio
-
-    from .access import Access
-    from .config import Config
-    from .hub import Hub
-    from .session import Session
-    from .world import World
+from .config.diff import summary
+from .declaration import Declaration
+from .hub import Hub
+from .snapshots import Ref, ServerSnapshot, UserSnapshot, text
+from .world import World
 
 log = structlog.get_logger("dbackd.host")
 
-Ref = Union[str, int]
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 # What each callback looks like (its arguments and answer).
 ServerProvider = TypeVar("ServerProvider", bound=Callable[[], Awaitable[Any]])
@@ -39,49 +35,23 @@ ClientIdProvider = TypeVar("ClientIdProvider", bound=Callable[[str], Awaitable[O
 StaticHook = TypeVar("StaticHook", bound=Callable[[str], Awaitable[Optional[tuple[str, Union[bytes, str, Path]]]]])
 
 
-class ServerSnapshot(TypedDict):
-    """A server as it is now. A copy: changing it changes nothing."""
-
-    snowflake: str
-    id: str
-    name: str
-    default: bool
-    passworded: bool
-    users: int  # how many users it has
-    clients: int  # how many sockets are joined to it
-
-
-class UserSnapshot(TypedDict):
-    """A user as it is now. A copy: changing it changes nothing."""
-
-    uid: str
-    username: str
-    status: str
-    roleColor: str
-    declared: bool  # named by the config or a data provider (False: a runtime user)
-
-
-def _text(value: Ref) -> str:
-    """Ids may be given as ints, as Discord libraries often hold them."""
-    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value  # type: ignore[return-value]
-
-
 class HostApi:
-    """Broadcasting, reading the world, and callbacks, on a Daemon."""
+    """Broadcasting, reading the world, and callbacks."""
 
-    # Set by Daemon.__init__.
-    world: "World"
-    hub: "Hub"
-    access: "Access"
-    session: "Session"
-    callbacks: Callbacks
-    config: "Config"
-    _base: "Config"
-    _provided: Optional[providers.Provided]
-    _refresh_lock: "asyncio.Lock"
+    def __init__(self, world: World, hub: Hub, callbacks: Callbacks, declaration: Declaration):
+        self.world = world
+        self.hub = hub
+        self.callbacks = callbacks
+        self.declaration = declaration
 
-    def _move(self, new: "Config") -> list[str]:  # Daemon's
-        raise NotImplementedError
+    async def start(self) -> None:
+        """Ask the data providers (if any) for the first time."""
+        self.callbacks.open()
+        await self.refresh()
+
+    async def stop(self) -> None:
+        """Cancel callbacks still running; requests waiting on user code end now."""
+        await self.callbacks.close()
 
     # -- changing the world ------------------------------------------------------------
     async def broadcast_presence(self, server: Ref, uid: Ref, status: str, username: Optional[str] = None,
@@ -95,7 +65,7 @@ class HostApi:
         Raises InvalidRequest (bad status, colour, id...), UnknownServer, UnknownUser, or
         DeclaredUser.
         """
-        uid = _text(uid)
+        uid = text(uid)
         body: dict[str, Any] = {"uid": uid, "status": status}
         if username is not None:
             body["username"] = username
@@ -104,46 +74,37 @@ class HostApi:
         if delete:
             body["delete"] = True
         apischema.check("presence", body)
-        self.world.set_presence(_text(server), uid, status, username, role_color, delete)
+        self.world.set_presence(text(server), uid, status, username, role_color, delete)
 
     async def broadcast_message(self, server: Ref, uid: Ref, message: str, channel: Ref) -> None:
         """Show `message` in a speech bubble over user `uid` (who must be in the server).
 
         Raises InvalidRequest, UnknownServer or UnknownUser.
         """
-        uid, channel = _text(uid), _text(channel)
+        uid, channel = text(uid), text(channel)
         apischema.check("message", {"uid": uid, "message": message, "channel": channel})
-        self.world.say(_text(server), uid, message, channel)
+        self.world.say(text(server), uid, message, channel)
 
     async def broadcast_client_id_update(self, server: Ref, client_id: Ref) -> None:
         """Set the Discord OAuth2 application id of a server: its clients get update-clientid,
         later joiners get it in server-join. Raises InvalidRequest or UnknownServer."""
-        client_id = _text(client_id)
+        client_id = text(client_id)
         apischema.check("clientId", client_id)
-        self.world.set_client_id(_text(server), client_id)
+        self.world.set_client_id(text(server), client_id)
 
     # -- reading the world -----------------------------------------------------------
     def servers(self) -> list[ServerSnapshot]:
         """Every server as it is now, in declaration order."""
-        return [ServerSnapshot(snowflake=s.snowflake, id=s.info.id, name=s.info.name, default=s.info.default,
-                               passworded=s.info.passworded, users=len(s.users), clients=self.hub.count(s.snowflake))
-                for s in self.world]
+        return snapshots.servers(self.world, self.hub)
 
     def users(self, server: Ref) -> list[UserSnapshot]:
         """Every user of a server as it is now. Raises UnknownServer."""
-        state = self.world.get(_text(server))
-        return [UserSnapshot(uid=u.uid, username=u.username, status=u.status, roleColor=u.role_color,
-                             declared=state.declared(u.uid))
-                for u in state.users.values()]
+        return snapshots.users(self.world, server)
 
     # -- callbacks -------------------------------------------------------------------
     def _register(self, name: str, fn: Optional[F], timeout: Optional[float]) -> Any:
         def register(f: F) -> F:
             self.callbacks.register(name, f, timeout)
-            if name == "on_validate_discord_user":
-                self.access.validator = self.callbacks.verify_oauth
-            elif name == "on_get_client_id":
-                self.session.before_join = self.callbacks.before_join
             return f
 
         return register if fn is None else register(fn)
@@ -230,18 +191,19 @@ class HostApi:
         """
         if not (self.callbacks.has("on_get_server_data") or self.callbacks.has("on_get_user_data")):
             return True
-        async with self._refresh_lock:
-            try:
-                provided = await providers.collect(self.callbacks, self._base)
-            except CallbackFailed as exc:
-                log.error("provider.rejected", reason=f"{exc} failed")
-                return False
-            try:
-                merged = providers.overlay(self._base, provided)  # the base as it is now, after the awaits
-            except ConfigError as exc:
-                log.error("provider.rejected", reason="invalid data", errors=[p.message for p in exc.problems])
-                return False
-            self._provided = provided
-            changes = self._move(merged)
-            log.info("provider.applied", changes=changes)
-            return True
+        try:
+            provided = await providers.collect(self.callbacks, [s.snowflake for s in self.declaration.base.servers])
+        except CallbackFailed as exc:
+            log.error("provider.rejected", reason=f"{exc} failed")
+            return False
+        try:
+            lines = await self.declaration.provide(provided)
+        except providers.BadAnswer as exc:
+            self.callbacks.bad_answer(exc.callback, exc.answer, exc.expected)
+            log.error("provider.rejected", reason=f"{exc.callback} answered {exc.shape}")
+            return False
+        except ConfigError as exc:
+            log.error("provider.rejected", reason="invalid data", errors=[p.message for p in exc.problems])
+            return False
+        log.info("provider.applied", **summary(lines))
+        return True

@@ -1,27 +1,28 @@
-"""The hub: the only code that writes to client sockets.
+"""The hub: the only code that decides what each client socket is sent, and when it is closed.
 
 It keeps every open connection and, per server, the connections joined to it. A world
-event is encoded once and the same frame bytes are written to each member's
-transport without awaiting, so no client waits on another; events that arrive in the
-same loop iteration go out together, one write per socket. Each socket's outbound
-buffer is bounded: a client that falls behind past `limits.send_buffer_bytes` is
-disconnected (1013) instead of growing memory. The hub changes no world state.
+event is encoded once and the same frame bytes are written to each member's wire
+without awaiting, so no client waits on another; events that arrive in the same loop
+iteration go out together, one write per socket. Each socket's outbound buffer is
+bounded: a client that falls behind past `limits.send_buffer_bytes` is disconnected
+(1013) instead of growing memory. Bytes reach a socket only through its Wire
+(wire.py). The hub changes no world state; it follows config changes (its limits) as
+`ConfigReplaced` events.
 """
 from __future__ import annotations
 
 import asyncio
 import itertools
-import struct
 from collections import deque
 from typing import Optional, Sequence
 
 import structlog
-from aiohttp import WSMsgType, web
 
 from . import protocol
-from .config import Limits
-from .events import Event, ServerClosed, ServerListChanged
+from .events import ConfigReplaced, Event, ServerClosed, ServerListChanged
 from .protocol import Outgoing
+from .tasks import cancel_and_wait
+from .wire import CLOSE_GRACE, Wire
 from .world import ServerState, World
 
 log = structlog.get_logger("dbackd.hub")
@@ -30,98 +31,27 @@ _ids = itertools.count(1)
 
 CLOSE_GOING_AWAY = 1001
 CLOSE_TRY_AGAIN_LATER = 1013
-_CLOSE_GRACE = 2.0  # seconds a dropped client gets to take its close frame
 WRITES_PER_TURN = 250  # socket writes per event-loop turn while a broadcast goes out
 
 
-class Outbox:
-    """Ordered outbound queue of a socket that negotiated permessage-deflate.
-
-    Such a socket compresses with its own deflate context, so frame bytes cannot be
-    shared and each frame must pass through aiohttp's writer; one owned task drains
-    the queue in order. Uncompressed sockets need none of this.
-    """
-
-    __slots__ = ("ws", "queue", "bytes", "_wake", "_task")
-
-    def __init__(self, ws: web.WebSocketResponse):
-        self.ws = ws
-        self.queue: deque[bytes] = deque()
-        self.bytes = 0
-        self._wake = asyncio.Event()
-        self._task = asyncio.get_running_loop().create_task(self._drain())
-
-    def put(self, payload: bytes) -> None:
-        self.queue.append(payload)
-        self.bytes += len(payload)
-        self._wake.set()
-
-    async def _drain(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self.queue:
-                payload = self.queue.popleft()
-                self.bytes -= len(payload)
-                await self.ws.send_frame(payload, WSMsgType.TEXT)
-
-    async def close(self) -> None:
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
-
-
 class Connection:
-    """One client socket as the hub sees it."""
+    """One client socket as the hub sees it: its wire, and which server it is joined to."""
 
-    __slots__ = ("id", "ws", "transport", "peer", "server", "authenticated", "dropped", "frames", "outbox", "staged",
-                 "last_seen")
+    __slots__ = ("id", "wire", "peer", "server", "authenticated", "frames", "staged", "last_seen")
 
-    def __init__(self, ws: web.WebSocketResponse, request: web.Request):
+    def __init__(self, wire: Wire, peer: Optional[str]):
         self.id = next(_ids)
-        self.ws = ws
-        self.transport = request.transport
-        self.peer = request.remote
+        self.wire = wire
+        self.peer = peer
         self.server: Optional[str] = None  # snowflake of the joined server
         self.authenticated: Optional[str] = None  # snowflake this socket proved access to
-        self.dropped = False
         self.frames = 0
-        self.outbox: Optional[Outbox] = Outbox(ws) if ws.compress else None
         self.staged = 0  # writes for this socket waiting in the hub's work queue
         self.last_seen = asyncio.get_running_loop().time()  # when a frame last came from the client
 
     @property
     def open(self) -> bool:
-        return not self.dropped and self.transport is not None and not self.transport.is_closing()
-
-    def backlog(self) -> int:
-        """Bytes written for this client that it has not taken yet."""
-        queued = self.outbox.bytes if self.outbox is not None else 0
-        return self.transport.get_write_buffer_size() + queued
-
-
-class Heartbeat:
-    """A daemon service: every `limits.heartbeat` seconds, one hub.heartbeat() for all sockets."""
-
-    def __init__(self, hub: "Hub"):
-        self.hub = hub
-        self._task: Optional[asyncio.Task] = None
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="dbackd-heartbeat")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            interval = self.hub.limits.heartbeat  # read each time: a reload may change it
-            await asyncio.sleep(interval or 1.0)
-            if interval:
-                self.hub.heartbeat(loop.time(), interval)
+        return self.wire.open
 
 
 class _Batch:
@@ -141,14 +71,13 @@ class _Batch:
 
 
 class Hub:
-    def __init__(self, world: World, limits: Limits):
+    def __init__(self, world: World):
         self.world = world
-        self.limits = limits
+        self.limits = world.config.limits
         self.connections: set[Connection] = set()
         self.members: dict[str, set[Connection]] = {}
         self.frames_sent = 0
         self.slow_dropped = 0
-        self._aborts: dict[Connection, asyncio.TimerHandle] = {}
         # Broadcasts wait here until the end of the loop iteration (or until the batch
         # going out is done), so events that arrive together reach each socket in one
         # write: one system call, not one per event.
@@ -170,9 +99,6 @@ class Hub:
     def remove(self, conn: Connection) -> None:
         self.leave(conn)
         self.connections.discard(conn)
-        handle = self._aborts.pop(conn, None)
-        if handle is not None:
-            handle.cancel()
 
     def join(self, conn: Connection, state: ServerState, request_server: str, authenticated: bool) -> None:
         """Send server-join from the world's current state and make the socket a member.
@@ -207,6 +133,9 @@ class Hub:
 
     # -- fan-out -------------------------------------------------------------------
     def on_event(self, event: Event) -> None:
+        if isinstance(event, ConfigReplaced):
+            self.limits = event.config.limits  # the buffer limit and the heartbeat apply at once
+            return
         if isinstance(event, ServerListChanged):
             self.broadcast_all(Outgoing.of(protocol.server_list(self.world.server_list())))
             return
@@ -340,19 +269,13 @@ class Hub:
 
     def _write(self, conn: Connection, data: bytes, messages: Sequence[Outgoing]) -> bool:
         """Write frames to one socket, or drop the socket if it is too far behind."""
-        if not conn.open:
+        wire = conn.wire
+        if not wire.open:
             return False
-        if conn.backlog() + len(data) > self.limits.send_buffer_bytes:
+        if wire.backlog() + len(data) > self.limits.send_buffer_bytes:
             self._drop_slow(conn)
             return False
-        if conn.outbox is not None:
-            for message in messages:
-                if message.control:  # control frames are never compressed
-                    conn.transport.write(message.frame)
-                else:
-                    conn.outbox.put(message.payload)
-        else:
-            conn.transport.write(data)
+        wire.send(data, messages)
         conn.frames += len(messages)
         self.frames_sent += len(messages)
         return True
@@ -370,23 +293,13 @@ class Hub:
     def _drop_slow(self, conn: Connection) -> None:
         self.slow_dropped += 1
         log.warning("socket.dropped_slow", conn=conn.id, peer=conn.peer,
-                    buffered=conn.backlog(), limit=self.limits.send_buffer_bytes)
-        self._drop(conn, CLOSE_TRY_AGAIN_LATER, b"client too slow")
+                    buffered=conn.wire.backlog(), limit=self.limits.send_buffer_bytes)
+        self.drop(conn, CLOSE_TRY_AGAIN_LATER, b"client too slow")
 
-    def _drop(self, conn: Connection, code: int, reason: bytes) -> None:
-        """Close a socket from the hub: a close frame after what it was sent, then abort."""
-        conn.dropped = True
-        if conn.outbox is not None:
-            conn.outbox.queue.clear()  # the close frame must be the last thing it is sent
+    def drop(self, conn: Connection, code: int, reason: bytes) -> None:
+        """Close a socket: it leaves its server, and its wire sends one close frame after what it was sent."""
         self.leave(conn)
-        conn.transport.write(protocol.control_frame(0x8, struct.pack("!H", code) + reason))
-        # The close frame waits behind the unread backlog; abort if it is not taken soon.
-        self._aborts[conn] = asyncio.get_running_loop().call_later(_CLOSE_GRACE, self._abort, conn)
-
-    def _abort(self, conn: Connection) -> None:
-        self._aborts.pop(conn, None)
-        if conn.transport is not None and not conn.transport.is_closing():
-            conn.transport.abort()
+        conn.wire.close(code, reason)
 
     # -- heartbeat -----------------------------------------------------------------
     # One timer for every socket instead of one per socket (aiohttp's own heartbeat
@@ -405,25 +318,20 @@ class Hub:
         dead = [c for c in self.connections if c.open and now - c.last_seen > 2 * interval]
         for conn in dead:
             log.info("socket.heartbeat_timeout", conn=conn.id, peer=conn.peer, silent=round(now - conn.last_seen, 1))
-            self._drop(conn, CLOSE_GOING_AWAY, b"no answer to ping")
+            self.drop(conn, CLOSE_GOING_AWAY, b"no answer to ping")
         self.broadcast_all(Outgoing.ping())
         return len(dead)
 
     # -- shutdown ------------------------------------------------------------------
-    async def close_all(self, code: int, message: str, timeout: float = 2.0) -> None:
-        """Close every socket with a close frame; used on shutdown."""
+    async def close_all(self, code: int, reason: str, grace: float = CLOSE_GRACE) -> None:
+        """Close every socket with a close frame after what it was due; used on shutdown."""
         self.flush()
-        for handle in self._aborts.values():
-            handle.cancel()
-        self._aborts.clear()
         conns = list(self.connections)
         for conn in conns:
-            self.leave(conn)
-        closing = [asyncio.ensure_future(c.ws.close(code=code, message=message.encode())) for c in conns]
+            self.drop(conn, code, reason.encode())
+        closing = [asyncio.ensure_future(c.wire.closed()) for c in conns]
         if closing:
-            _, pending = await asyncio.wait(closing, timeout=timeout)
-            for task in pending:
-                task.cancel()
-            for conn in conns:
-                if conn.transport is not None and not conn.transport.is_closing():
-                    conn.transport.abort()
+            await asyncio.wait(closing, timeout=grace + 0.5)
+            await cancel_and_wait(closing, None)
+        for conn in conns:
+            conn.wire.abort()

@@ -3,16 +3,17 @@
 Each daemon has its own CollectorRegistry (never the process-wide one), so several
 daemons in one process, as in the tests, keep separate numbers. Counters that other
 parts already keep (the hub's frames and drops, open sockets) are read at scrape time;
-the rest are counted here when the session, the world, the reloader or the OAuth
-verifier report them. Nothing here changes state or writes to a client, and no label
-ever carries a secret or a value a client chose freely.
+world events are counted as the world hands them out, reloads as the lifecycle moments
+tell them, and the rest when the sessions and the OAuth verifier report them. Nothing
+here changes state or writes to a client, and no label ever carries a secret or a value
+a client chose freely.
 """
 from __future__ import annotations
 
 import re
 import time
 import typing
-from typing import TYPE_CHECKING, Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.exposition import choose_encoder
@@ -20,10 +21,9 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 
 from . import __version__
 from .events import Event
-from .lifecycle import Listener
-
-if TYPE_CHECKING:
-    from .daemon import Daemon
+from .hub import Hub
+from .lifecycle import Listener, Moments
+from .world import World
 
 # Refusal reasons the session reports (access.Verdict values and unknown_server).
 REFUSAL_REASONS = ("unknown_server", "auth_failed", "auth_required")
@@ -39,10 +39,12 @@ def event_kind(cls: type) -> str:
 
 
 class _Live:
-    """Numbers read from the running daemon at scrape time."""
+    """Numbers read from the running parts at scrape time."""
 
-    def __init__(self, daemon: "Daemon"):
-        self.daemon = daemon
+    def __init__(self, world: World, hub: Hub, uptime: Callable[[], float]):
+        self.world = world
+        self.hub = hub
+        self.uptime = uptime
 
     def describe(self) -> Iterator[Metric]:
         return self._families()
@@ -60,21 +62,22 @@ class _Live:
                                    "Clients disconnected (1013) because their outbound buffer passed the limit.")
         uptime = GaugeMetricFamily("dbackd_uptime_seconds", "Seconds since the daemon started listening.")
         if live:
-            hub, world = self.daemon.hub, self.daemon.world
+            hub, world = self.hub, self.world
             open_.add_metric([], len(hub.connections))
             for state in world:
                 members.add_metric([state.info.id], hub.count(state.snowflake))
             servers.add_metric([], len(world.servers))
             frames.add_metric([], hub.frames_sent)
             slow.add_metric([], hub.slow_dropped)
-            uptime.add_metric([], self.daemon.uptime)
+            uptime.add_metric([], self.uptime())
         yield from (open_, members, servers, frames, slow, uptime)
 
 
 class Metrics(Listener):
     """The daemon's metrics; its methods are what other parts call to report."""
 
-    def __init__(self, daemon: "Daemon"):
+    def __init__(self, world: World, hub: Hub, moments: Moments, uptime: Callable[[], float], loaded_at: float):
+        """`loaded_at`: the Unix time the running config was loaded."""
         self.registry = CollectorRegistry()
         r = self.registry
         self.joins = Counter("dbackd_joins", "Sockets that joined a server, by server id and how (public or auth).",
@@ -93,7 +96,7 @@ class Metrics(Listener):
         self.oauth_seconds = Histogram("dbackd_oauth_verification_seconds", "Time taken by one OAuth2 verification.",
                                        buckets=OAUTH_BUCKETS, registry=r)
         Gauge("dbackd_build_info", "Always 1; the version in a label.", ["version"], registry=r).labels(__version__).set(1)
-        r.register(_Live(daemon))
+        r.register(_Live(world, hub, uptime))
         ProcessCollector(registry=r)  # memory, CPU, open files of this process (Linux)
 
         for reason in REFUSAL_REASONS:
@@ -103,8 +106,9 @@ class Metrics(Listener):
         for cls in typing.get_args(Event):
             self.events.labels(event_kind(cls))
         self.last_reload_ok.set(1)  # a daemon only exists once its config loaded
-        self.last_reload_time.set(daemon.loaded_at.timestamp())
-        daemon.world.subscribe(self.on_event)
+        self.last_reload_time.set(loaded_at)
+        world.subscribe(self.on_event)
+        moments.listen(self)
 
     # -- reported by other parts -----------------------------------------------------
     def joined(self, server: str, via: str) -> None:

@@ -15,14 +15,14 @@ import asyncio
 import os
 import socket
 import time
-from typing import TYPE_CHECKING, Mapping, Optional, Union
+from typing import Mapping, Optional, Union
 
 import structlog
 
-from .lifecycle import Listener
-
-if TYPE_CHECKING:
-    from .daemon import Daemon
+from .hub import Hub
+from .lifecycle import Listener, Moments
+from .tasks import TaskSet
+from .world import World
 
 log = structlog.get_logger("dbackd.notify")
 
@@ -94,38 +94,42 @@ class Notifier:
 
 
 class NotifyService(Listener):
-    """The daemon's voice to systemd; a service appended to daemon.services by the CLI."""
+    """The process's voice to systemd: a service the command line adds to the daemon it runs."""
 
-    def __init__(self, daemon: "Daemon", env: Optional[Mapping[str, str]] = None,
+    def __init__(self, world: World, hub: Hub, moments: Moments, env: Optional[Mapping[str, str]] = None,
                  status_interval: float = STATUS_INTERVAL):
         env = os.environ if env is None else env
-        self.daemon = daemon
+        self.world = world
+        self.hub = hub
+        self.moments = moments
         self.notifier = Notifier(socket_address(env.get("NOTIFY_SOCKET")))
         if env.get("NOTIFY_SOCKET") and not self.notifier.enabled:
             log.warning("notify.unsupported_socket", socket=env.get("NOTIFY_SOCKET"))
         self.watchdog = watchdog_interval(env) if self.notifier.enabled else None
         self.status_interval = status_interval
-        self._tasks: list[asyncio.Task] = []
+        self._tasks = TaskSet("notify")
         self._last_status: Optional[str] = None
         self._reload_failed = False
         self._busy = False  # reloading or stopping: the periodic STATUS must not cover that up
 
     # -- service -------------------------------------------------------------------
     async def start(self) -> None:
-        self.daemon.listen(self)
+        self.moments.listen(self)
         if not self.notifier.enabled:
             return
-        self._tasks.append(asyncio.create_task(self._refresh_status(), name="notify-status"))
+        self._tasks.spawn(self._refresh_status(), name="notify-status")
         if self.watchdog is not None:
-            self._tasks.append(asyncio.create_task(self._ping_watchdog(), name="notify-watchdog"))
+            self._tasks.spawn(self._ping_watchdog(), name="notify-watchdog")
         log.debug("notify.enabled", watchdog_seconds=self.watchdog)
 
+    @property
+    def running(self) -> int:
+        """How many of its tasks run (a status refresher, a watchdog pinger)."""
+        return len(self._tasks)
+
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
-        self.daemon.unlisten(self)
+        await self._tasks.cancel()
+        self.moments.unlisten(self)
         self.notifier.close()
 
     # -- moments -------------------------------------------------------------------
@@ -148,8 +152,8 @@ class NotifyService(Listener):
 
     # -- status ----------------------------------------------------------------------
     def status(self) -> str:
-        servers = len(self.daemon.world.servers)
-        connections = len(self.daemon.hub.connections)
+        servers = len(self.world.servers)
+        connections = len(self.hub.connections)
         text = (f"serving {servers} server{'s' if servers != 1 else ''}, "
                 f"{connections} connection{'s' if connections != 1 else ''}")
         if self._reload_failed:

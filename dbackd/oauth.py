@@ -9,17 +9,15 @@ flight are shared, so a crowd of page reloads costs one request. A 429 is honour
 check waits out `Retry-After` when that fits in its `timeout` and otherwise fails at once,
 and nothing is sent on that token again until the wait is over.
 
-It answers yes or no and logs one `oauth.verified` event per check. It never writes to a
-socket, never changes the world, and never logs or keeps a token in clear (cache keys
-and rate-limit keys hold the sha256 only).
+It answers yes or no and logs one `oauth.verified` event per check. It follows config
+changes as `ConfigReplaced` events (answers learnt under other Discord settings are
+forgotten). It never writes to a socket, never changes the world, and never logs or
+keeps a token in clear (cache keys and rate-limit keys hold the sha256 only).
 """
 from __future__ import annotations
 
 import asyncio
 import enum
-import hashlib
-import hmac
-import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -29,8 +27,13 @@ import aiohttp
 import structlog
 from cachetools import TLRUCache
 
-from . import __version__
+from . import __version__, jsontext, tokens
+from .bodies import read_limited
 from .config import Config, OAuth, Server
+from .config.values import is_snowflake
+from .events import ConfigReplaced, Event
+from .tasks import cancel_and_wait
+from .world import World
 
 log = structlog.get_logger("dbackd.oauth")
 
@@ -45,7 +48,6 @@ _MAX_RETRY_AFTER = 3600.0
 _DEFAULT_RETRY_AFTER = 1.0  # a 429 that does not say how long
 _USER_AGENT = f"DiscordBot (dbackd, {__version__})"  # the form Discord asks of API clients
 
-_SNOWFLAKE = re.compile(r"[0-9]{1,20}")
 # RFC 6750 token68; anything else could not be sent in a header, so it is no token.
 _TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]{1,512}=*")
 _UNKNOWN_GUILD = 10004  # Discord's JSON error code: the bot cannot see the guild
@@ -101,25 +103,22 @@ class _Check:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def token_digest(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
-
-
 class OAuthService:
     """Verifies Discord logins for the access check; owns the HTTP session, the cache and the lookups in flight."""
 
-    def __init__(self, config: Config, clock: Callable[[], float] = time.monotonic,
+    def __init__(self, world: World, clock: Callable[[], float] = time.monotonic,
                  on_verified: Optional[Callable[[str, float], None]] = None):
         # `clock` times the cache only (tests move it); deadlines and rate limits use real time.
         self.clock = clock
         self.on_verified = on_verified  # (outcome, seconds) for each check, e.g. for metrics
         self.requests = 0  # requests sent to Discord
-        self._settings = self._oauth_settings(config)
+        self._settings = self._oauth_settings(world.config)
         self._cache: TLRUCache = TLRUCache(MAX_ENTRIES, ttu=lambda _k, v, now: now + v[1], timer=lambda: self.clock())
         self._blocked: TLRUCache = TLRUCache(MAX_ENTRIES, ttu=lambda _k, until, _now: until, timer=time.monotonic)
         self._inflight: dict[Hashable, asyncio.Task] = {}
         self._http: Optional[aiohttp.ClientSession] = None
         self._stopped = False
+        world.subscribe(self._on_event)
 
     # -- lifecycle -----------------------------------------------------------------
     async def start(self) -> None:
@@ -128,21 +127,28 @@ class OAuthService:
 
     async def stop(self) -> None:
         self._stopped = True
-        tasks = list(self._inflight.values())
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(list(self._inflight.values()), None)
         if self._http is not None:
             await self._http.close()
             self._http = None
 
-    def on_config(self, config: Config) -> None:
+    def _on_event(self, event: Event) -> None:
         """After a reload: answers learnt under other Discord settings are forgotten."""
-        settings = self._oauth_settings(config)
-        if settings != self._settings:
-            self._cache.clear()
-        self._settings = settings
+        if isinstance(event, ConfigReplaced):
+            settings = self._oauth_settings(event.config)
+            if settings != self._settings:
+                self._cache.clear()
+            self._settings = settings
+
+    @property
+    def session_open(self) -> bool:
+        """True while the HTTP session to Discord is open (from start to stop)."""
+        return self._http is not None and not self._http.closed
+
+    @property
+    def cached(self) -> int:
+        """How many answers are remembered."""
+        return len(self._cache)
 
     @staticmethod
     def _oauth_settings(config: Config) -> frozenset[OAuth]:
@@ -191,7 +197,7 @@ class OAuthService:
         if not rules.any:
             return Outcome.DENIED  # no rule lets anyone in: Discord need not be asked
         claimed_id = claimed.get("id")
-        if not isinstance(claimed_id, str) or not _SNOWFLAKE.fullmatch(claimed_id):
+        if not is_snowflake(claimed_id):
             return Outcome.MISMATCH
         if not _TOKEN.fullmatch(token):
             return Outcome.INVALID_TOKEN
@@ -225,7 +231,7 @@ class OAuthService:
 
     # -- what Discord says ---------------------------------------------------------
     async def _identity(self, oauth: OAuth, token: str, deadline: float, check: _Check) -> Result:
-        digest = token_digest(token)
+        digest = tokens.digest(token)
 
         async def fetch(deadline: float) -> Result:
             answer = await self._get(f"{oauth.api_base}/users/@me", {"Authorization": f"Bearer {token}"},
@@ -237,9 +243,9 @@ class OAuthService:
                 return Failure(Outcome.INVALID_TOKEN, status)
             if status != 200:
                 return Failure(Outcome.DISCORD_ERROR, status)
-            data = _json(body)
-            if not isinstance(data, dict) or not isinstance(data.get("id"), str) \
-                    or not _SNOWFLAKE.fullmatch(data["id"]) or not isinstance(data.get("username"), str):
+            data = jsontext.parse_or_none(body)
+            if not isinstance(data, dict) or not is_snowflake(data.get("id")) \
+                    or not isinstance(data.get("username"), str):
                 return Failure(Outcome.DISCORD_ERROR, status, "unexpected answer")
             return Identity(data["id"], data["username"])
 
@@ -251,11 +257,11 @@ class OAuthService:
         async def fetch(deadline: float) -> Result:
             answer = await self._get(f"{oauth.api_base}/guilds/{guild}/members/{user}",
                                      {"Authorization": f"Bot {bot_token}"},
-                                     ("bot", oauth.api_base, token_digest(bot_token)), deadline)
+                                     ("bot", oauth.api_base, tokens.digest(bot_token)), deadline)
             if isinstance(answer, Failure):
                 return answer
             status, body = answer
-            data = _json(body)
+            data = jsontext.parse_or_none(body)
             if status == 404:
                 if isinstance(data, dict) and data.get("code") == _UNKNOWN_GUILD:
                     return Failure(Outcome.DISCORD_ERROR, status, "the bot cannot see the guild")
@@ -328,7 +334,7 @@ class OAuthService:
             try:
                 async with self._session().get(url, headers=headers, allow_redirects=False,
                                                timeout=aiohttp.ClientTimeout(total=remaining)) as resp:
-                    body = await _read(resp)
+                    body = await read_limited(resp.content, _MAX_BODY, resp.content_length)
                     if resp.status != 429:
                         return resp.status, body
                     self._blocked[gate] = time.monotonic() + _retry_after(resp.headers, body)
@@ -340,38 +346,15 @@ class OAuthService:
 
 
 def _mock_identity(oauth: OAuth, token: str) -> Result:
-    presented = token.encode("utf-8")
-    found: Optional[Identity] = None
-    for known, user in oauth.tokens:
-        # Every entry is compared, in constant time, so timing says nothing about the list.
-        if hmac.compare_digest(presented, known.encode("utf-8")):
-            found = Identity(user.id, user.username)
-    return found or Failure(Outcome.INVALID_TOKEN)
-
-
-async def _read(resp: aiohttp.ClientResponse) -> bytes:
-    if resp.content_length is not None and resp.content_length > _MAX_BODY:
-        raise ValueError("answer too large")
-    data = bytearray()
-    async for chunk in resp.content.iter_chunked(16384):
-        data += chunk
-        if len(data) > _MAX_BODY:
-            raise ValueError("answer too large")
-    return bytes(data)
-
-
-def _json(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except (ValueError, RecursionError):
-        return None
+    user = tokens.find(tokens.digest(token), ((tokens.digest(known), u) for known, u in oauth.tokens))
+    return Identity(user.id, user.username) if user is not None else Failure(Outcome.INVALID_TOKEN)
 
 
 def _retry_after(headers: Mapping[str, str], body: bytes) -> float:
     """Seconds to wait after a 429: the Retry-After header, else the body's retry_after."""
     value: Any = headers.get("Retry-After")
     if value is None:
-        data = _json(body)
+        data = jsontext.parse_or_none(body)
         value = data.get("retry_after") if isinstance(data, dict) else None
     try:
         seconds = float(value)

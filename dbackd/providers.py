@@ -1,17 +1,20 @@
-"""Declarations from a host program's data providers, laid over the config's declaration.
+"""Declarations from a host program's data providers: asked, checked, and laid over the config's declaration.
 
 The server provider answers `{snowflake: {id, name, default?, passworded?, password?}}`
 (the original backend's shape) or a list of config-shaped servers; the user provider
 answers, for one server snowflake, `{uid: {username, status?, roleColor?}}` or a list of
-config-shaped users. Answers are checked exactly like a config file (schema, then the
-cross-value rules), and every problem is named by server and user. The overlay:
+config-shaped users. The overlay:
 
 - a provided server whose snowflake the config declares changes the fields it gives;
   any other provided server is added;
 - provided users are added to their server; a uid the config also declares takes the
   provider's fields.
 
-This module asks, checks and merges; applying the result is the daemon's job.
+Only what the providers supplied is checked, against the config schema's own `server`
+and `user` definitions and the rules across servers (unique ids, one default), in time
+linear in what they supplied; every problem is named by server and user. `collect` asks
+on the event loop; `overlay` is plain CPU work for a thread (the declaration runs it in
+one). Nothing here applies the result.
 """
 from __future__ import annotations
 
@@ -19,60 +22,55 @@ import asyncio
 import dataclasses
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping, Optional
+from typing import Any, Iterable, Mapping, Optional
 
-from .config import Config, ConfigError, Problem, Server, load_data
-
-if TYPE_CHECKING:
-    from .callbacks import Callbacks
+from .callbacks import Callbacks, shape
+from .config import Config, ConfigError, Problem, Server, User, load_data
+from .config.schema import check_part
 
 _CONCURRENT_USER_CALLS = 8
-_PATH = re.compile(r"^servers\[(\d+)\](?:\.users\[(\d+)\])?(?:\.(.*))?$")
+_PATH = re.compile(r"^servers\[(\d+)\](?:\.(.*))?$")
+_MAX_PROBLEMS = 50  # a provider that got everything wrong is told the first ones
+_WHERE = "<provider>"
+
+
+class BadAnswer(Exception):
+    """A provider answered something of the wrong shape (not a mapping or list of entries)."""
+
+    def __init__(self, callback: str, expected: str, answer: Any):
+        super().__init__(f"{callback} answered {shape(answer)}, not {expected}")
+        self.callback = callback
+        self.expected = expected
+        self.answer = answer
+        self.shape = shape(answer)
 
 
 @dataclass(frozen=True)
 class Provided:
-    """What the providers answered, as config-shaped plain data (already normalised)."""
+    """The providers' answers as they gave them: checked and merged by `overlay`, off the loop."""
 
-    servers: tuple[dict, ...] = ()
-    users: Mapping[str, tuple[dict, ...]] = field(default_factory=dict)  # snowflake -> users
+    servers: Any = None  # the server provider's answer (None: no server provider)
+    users: Mapping[str, Any] = field(default_factory=dict)  # snowflake -> the user provider's answer
 
     @property
     def empty(self) -> bool:
-        return not self.servers and not any(self.users.values())
+        return self.servers is None and not self.users
 
 
-def _entries(answer: Any, key: str, what: str, callbacks: "Callbacks", name: str) -> tuple[dict, ...]:
-    """{id: {...}} or [{...}] → a tuple of dicts carrying `key`."""
-    if isinstance(answer, Mapping):
-        out = []
-        for k, v in answer.items():
-            if not isinstance(v, Mapping):
-                raise callbacks.bad_answer(name, answer, f"a mapping of {key} to {what} objects")
-            out.append({**v, key: str(k)})
-        return tuple(out)
-    if isinstance(answer, (list, tuple)) and all(isinstance(v, Mapping) for v in answer):
-        return tuple(dict(v) for v in answer)
-    raise callbacks.bad_answer(name, answer, f"a mapping of {key} to {what} objects, or a list of them")
-
-
-async def collect(callbacks: "Callbacks", base: Config) -> Provided:
-    """Ask the registered providers. Raises CallbackFailed (logged) if any of them fails."""
-    servers: tuple[dict, ...] = ()
+async def collect(callbacks: Callbacks, configured: Iterable[str]) -> Provided:
+    """Ask the registered providers: the servers, then the users of every configured and
+    provided server. Raises CallbackFailed (logged) if any of them fails."""
+    servers = None
     if callbacks.has("on_get_server_data"):
-        answer = await callbacks.call("on_get_server_data")
-        servers = _entries(answer, "snowflake", "server", callbacks, "on_get_server_data")
-    users: dict[str, tuple[dict, ...]] = {}
+        servers = await callbacks.call("on_get_server_data")
+    users: dict[str, Any] = {}
     if callbacks.has("on_get_user_data"):
-        snowflakes = [s.snowflake for s in base.servers]
-        snowflakes += [str(s["snowflake"]) for s in servers
-                       if "snowflake" in s and str(s["snowflake"]) not in snowflakes]
+        snowflakes = list(dict.fromkeys([*configured, *_snowflakes(servers)]))
         limit = asyncio.Semaphore(_CONCURRENT_USER_CALLS)
 
-        async def ask(snowflake: str) -> tuple[dict, ...]:
+        async def ask(snowflake: str) -> Any:
             async with limit:
-                answer = await callbacks.call("on_get_user_data", snowflake)
-            return _entries(answer, "uid", "user", callbacks, "on_get_user_data")
+                return await callbacks.call("on_get_user_data", snowflake)
 
         answers = await asyncio.gather(*(ask(s) for s in snowflakes), return_exceptions=True)
         for snowflake, answer in zip(snowflakes, answers):
@@ -82,82 +80,147 @@ async def collect(callbacks: "Callbacks", base: Config) -> Provided:
     return Provided(servers, users)
 
 
-def _label(doc: list[dict], problem: Problem) -> str:
-    """servers[2].users[5].status → "server home, user 123: status"."""
+def _snowflakes(servers: Any) -> list[str]:
+    if isinstance(servers, Mapping):
+        return [str(k) for k in servers]
+    if isinstance(servers, (list, tuple)):
+        return [str(s["snowflake"]) for s in servers if isinstance(s, Mapping) and "snowflake" in s]
+    return []
+
+
+def _entries(answer: Any, key: str, callback: str) -> list[dict]:
+    """{id: {...}} or [{...}] → new dicts carrying `key` (the answer itself is never changed)."""
+    if isinstance(answer, Mapping):
+        out = []
+        for k, v in answer.items():
+            if not isinstance(v, Mapping):
+                raise BadAnswer(callback, f"a mapping of {key} to objects", answer)
+            out.append({**v, key: str(k)})
+        return out
+    if isinstance(answer, (list, tuple)) and all(isinstance(v, Mapping) for v in answer):
+        return [dict(v) for v in answer]
+    raise BadAnswer(callback, f"a mapping of {key} to objects, or a list of them", answer)
+
+
+class _Problems:
+    def __init__(self) -> None:
+        self.items: list[Problem] = []
+
+    def add(self, message: str) -> None:
+        if len(self.items) < _MAX_PROBLEMS:
+            self.items.append(Problem(_WHERE, 1, 1, "", message))
+
+    def raise_any(self) -> None:
+        if self.items:
+            raise ConfigError(self.items)
+
+
+def _label(entries: list[dict], problem: Problem) -> str:
+    """servers[2].name → "server home: name"."""
     m = _PATH.match(problem.path)
     if not m:
         return f"{problem.path}: {problem.message}" if problem.path else problem.message
-    server = doc[int(m.group(1))] if int(m.group(1)) < len(doc) else {}
-    where = f"server {server.get('id') or server.get('snowflake') or '#' + m.group(1)}"
-    if m.group(2) is not None:
-        users = server.get("users") or []
-        index = int(m.group(2))
-        user = users[index] if index < len(users) and isinstance(users[index], Mapping) else {}
-        where += f", user {user.get('uid') or '#' + m.group(2)}"
-    rest = m.group(3)
-    return f"{where}: {rest}: {problem.message}" if rest else f"{where}: {problem.message}"
+    index = int(m.group(1))
+    entry = entries[index] if index < len(entries) else {}
+    where = f"server {entry.get('id') or entry.get('snowflake') or '#' + m.group(1)}"
+    return f"{where}: {m.group(2)}: {problem.message}" if m.group(2) else f"{where}: {problem.message}"
 
 
-def _check(doc: list[dict]) -> Config:
+def _servers(entries: list[dict], problems: _Problems) -> dict[str, tuple[Server, frozenset[str]]]:
+    """Provided servers (without their users) checked as a config of their own: snowflake →
+    (the server with every default, the keys the provider gave)."""
+    if not entries:
+        return {}
+    bare = [{k: v for k, v in e.items() if k != "users"} for e in entries]
     try:
-        return load_data({"servers": doc})
+        config = load_data({"servers": bare})
     except ConfigError as exc:
-        raise ConfigError([Problem("<provider>", 1, 1, "", _label(doc, p)) for p in exc.problems]) from None
+        for p in exc.problems:
+            problems.add(_label(entries, p))
+        return {}
+    return {s.snowflake: (s, frozenset(e) - {"snowflake", "users"}) for s, e in zip(config.servers, bare)}
 
 
-def _by_uid(*lists: Any) -> list:
-    merged: dict[str, Any] = {}
+def _users(where: str, entries: list[dict], problems: _Problems) -> list[User]:
+    users: dict[str, User] = {}
+    for entry in entries:
+        uid = entry.get("uid")
+        label = f"{where}, user {uid if isinstance(uid, str) and uid else '?'}"
+        found = check_part("user", entry)
+        if found:
+            for path, message in found:
+                problems.add(f"{label}: {path}: {message}" if path else f"{label}: {message}")
+            continue
+        if uid in users:
+            problems.add(f"{label}: duplicate user uid {uid!r}")
+            continue
+        users[uid] = User(uid=uid, username=entry["username"], status=entry["status"],
+                          role_color=entry["roleColor"].lower())
+    return list(users.values())
+
+
+def _by_uid(*lists: Iterable[User]) -> tuple[User, ...]:
+    merged: dict[str, User] = {}
     for users in lists:
         for u in users:
-            merged[u["uid"] if isinstance(u, Mapping) else u.uid] = u
-    return list(merged.values())
-
-
-def _server_data(s: Server) -> dict:
-    data: dict[str, Any] = {"snowflake": s.snowflake, "id": s.id, "name": s.name, "default": s.default,
-                            "passworded": s.passworded,
-                            "users": [{"uid": u.uid, "username": u.username, "status": u.status,
-                                       "roleColor": u.role_color} for u in s.users]}
-    if s.password:
-        data["password"] = s.password
-    return data
+            merged[u.uid] = u
+    return tuple(merged.values())
 
 
 def overlay(base: Config, provided: Optional[Provided]) -> Config:
-    """The base declaration with the provided one laid over it, checked like a config.
+    """The base declaration with the provided one laid over it.
 
-    Raises ConfigError naming each problem by server and user.
+    Raises ConfigError naming each problem by server and user, or BadAnswer for an answer
+    of the wrong shape. Linear in the size of the answers; call it off the event loop.
     """
     if provided is None or provided.empty:
         return base
+    problems = _Problems()
     declared = {s.snowflake: s for s in base.servers}
-    given = {str(s.get("snowflake")): s for s in provided.servers}
-    # 1. The providers' answers alone, as a config: servers they give, plus stand-ins
-    #    for configured servers they only give users for.
-    doc: list[dict] = []
-    for given_server in provided.servers:
-        users = _by_uid(given_server.get("users") or [], provided.users.get(str(given_server.get("snowflake")), ()))
-        doc.append({**given_server, "users": users})
-    for snowflake, only_users in provided.users.items():
-        if snowflake not in given and only_users:
-            info = declared[snowflake]
-            doc.append({"snowflake": snowflake, "id": info.id, "name": info.name, "users": list(only_users)})
-    own = {s.snowflake: s for s in _check(doc).servers}
-    # 2. Laid over the configured servers, field by field.
+    server_entries = [] if provided.servers is None else _entries(provided.servers, "snowflake", "on_get_server_data")
+    own = _servers(server_entries, problems)
+    user_entries = {str(sf): _entries(answer, "uid", "on_get_user_data") for sf, answer in provided.users.items()}
+    for entry in server_entries:  # a config-shaped server may carry its users itself
+        if isinstance(entry.get("users"), list):
+            given = [dict(u) if isinstance(u, Mapping) else u for u in entry["users"]]
+            user_entries[entry["snowflake"]] = given + user_entries.get(entry["snowflake"], [])
+    users: dict[str, list[User]] = {}
+    for snowflake, entries in user_entries.items():
+        if not entries:
+            continue
+        server = own.get(snowflake, (declared.get(snowflake), None))[0]
+        if server is None:
+            problems.add(f"server {snowflake}: users given for a server that is neither configured nor provided")
+            continue
+        users[snowflake] = _users(f"server {server.id}", [e if isinstance(e, dict) else {"uid": None} for e in entries],
+                                  problems)
+    problems.raise_any()
     merged: list[Server] = []
     for s in base.servers:
-        p = own.get(s.snowflake)
-        if p is None:
-            merged.append(s)
-            continue
         changes: dict[str, Any] = {}
-        for key in given.get(s.snowflake, {}):
-            if key not in ("snowflake", "users") and hasattr(p, key):
-                changes[key] = getattr(p, key)
-        if p.users:
-            changes["users"] = tuple(_by_uid(s.users, p.users))
-        merged.append(dataclasses.replace(s, **changes))
-    merged += [p for snowflake, p in own.items() if snowflake not in declared]
-    # 3. The rules across servers (unique ids, one default) on the whole.
-    _check([_server_data(s) for s in merged])
+        if s.snowflake in own:
+            p, keys = own[s.snowflake]
+            changes = {k: getattr(p, k) for k in keys if hasattr(p, k)}
+        if s.snowflake in users:
+            changes["users"] = _by_uid(s.users, users[s.snowflake])
+        merged.append(dataclasses.replace(s, **changes) if changes else s)
+    for snowflake, (p, _) in own.items():
+        if snowflake not in declared:
+            merged.append(dataclasses.replace(p, users=_by_uid(users.get(snowflake, ()))))
+    _check_across(merged, problems)
+    problems.raise_any()
     return dataclasses.replace(base, servers=tuple(merged))
+
+
+def _check_across(servers: list[Server], problems: _Problems) -> None:
+    """The rules across servers that the merge may have broken: unique short ids, one default."""
+    ids: dict[str, str] = {}
+    defaults: list[str] = []
+    for s in servers:
+        if s.id in ids:
+            problems.add(f"server {s.snowflake}: id: duplicate server id {s.id!r} (also the id of server {ids[s.id]})")
+        ids.setdefault(s.id, s.snowflake)
+        if s.default:
+            defaults.append(s.id)
+    if len(defaults) > 1:
+        problems.add(f"default: only one server may be the default (servers {', '.join(defaults)})")

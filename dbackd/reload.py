@@ -1,99 +1,137 @@
-"""Hot reload: follow edits of the config file and apply them to the running daemon.
+"""Hot reload: follow edits of the config file and hand the new declaration to the declaration.
 
-Triggers are file changes (watchfiles, on the directories of every file the config was
-read from, so editors that save by rename or delete-and-recreate are followed) and
-explicit requests (SIGHUP, `Daemon.reload()`). Bursts are coalesced into one reload.
-The pipeline is read → schema → model → diff → apply in one step; if anything fails the
-running config stays exactly as it was and nothing reaches clients. This module
-changes nothing itself: applying a config is the daemon's and the world's job.
+A source of world changes (through the declaration). Triggers are file changes
+(watchfiles, on the directories of every file the config was read from, so editors
+that save by rename or delete-and-recreate are followed) and explicit requests (SIGHUP,
+`Daemon.reload()`); bursts are coalesced into one reload. The pipeline is read →
+schema → model (in a thread) → the declaration's move of the world; if anything fails
+the running config stays exactly as it was and nothing reaches clients. The file's
+state shows in `status()` (for /healthz).
 """
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 import structlog
-import watchfiles
+from watchfiles._rust_notify import RustNotify
 
 from .config import ConfigError
-
-if TYPE_CHECKING:
-    from .daemon import Daemon
+from .config.diff import summary
+from .declaration import Declaration
+from .lifecycle import Moments
+from .tasks import TaskSet
 
 log = structlog.get_logger("dbackd.reload")
 
-# watchfiles yields a batch once no new change arrived for STEP_MS: twenty quick writes
-# are one batch, and a single save is applied about STEP_MS after it lands.
+# The watcher reports a batch once no new change arrived for STEP_MS: twenty quick
+# writes are one batch, and a single save is applied about STEP_MS after it lands.
 STEP_MS = 60
 MAX_BATCH_MS = 1000  # a file rewritten continuously still reloads at least this often
+_WAKE_MS = 5000  # the watcher thread looks up this often even when nothing changed
+
+
+class _Watcher:
+    """The OS watches on a set of directories, reporting changes of the given files.
+
+    watchfiles' own `awatch` sets its watches up at some point after its first iteration
+    starts, with no signal; this builds the same RustNotify watcher itself, in `start()`,
+    so once `start()` returned an edit cannot be missed. One thread of its own waits for
+    changes.
+    """
+
+    def __init__(self, files: tuple[Path, ...], on_change) -> None:
+        self.files = files
+        self.on_change = on_change
+        self._stop = threading.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dbackd-watch")
+        self._notify: Optional[RustNotify] = None
+        self._tasks = TaskSet("reload.watch")
+
+    async def start(self) -> None:
+        dirs = sorted({str(f.parent) for f in self.files})
+        polling = bool(os.environ.get("WATCHFILES_FORCE_POLLING"))
+        loop = asyncio.get_running_loop()
+        self._notify = await loop.run_in_executor(self._executor, RustNotify, dirs, False, polling, 300, False, False)
+        self._tasks.spawn(self._run(loop), name="dbackd-watch")
+        log.info("reload.watching", files=sorted(str(f) for f in self.files))
+
+    async def _run(self, loop: asyncio.AbstractEventLoop) -> None:
+        targets = {str(f) for f in self.files}
+        assert self._notify is not None
+        while True:
+            changes = await loop.run_in_executor(self._executor, self._notify.watch, MAX_BATCH_MS, STEP_MS,
+                                                 _WAKE_MS, self._stop)
+            if changes == "stop":
+                return
+            if isinstance(changes, set):
+                paths = sorted({p for _, p in changes if p in targets})
+                if paths:
+                    log.debug("reload.changed", paths=paths)
+                    self.on_change()
+
+    async def stop(self) -> None:
+        self._stop.set()  # the thread returns "stop" within STEP_MS
+        await self._tasks.cancel()
+        notify, self._notify = self._notify, None
+        if notify is not None:
+            await asyncio.get_running_loop().run_in_executor(self._executor, notify.close)
+        self._executor.shutdown(wait=False)
 
 
 class Reloader:
-    """A daemon service: one watcher task and one worker task, both owned here."""
+    """A service: one worker task that reloads when asked, and a file watcher."""
 
-    def __init__(self, daemon: "Daemon", watch: bool = True):
-        self.daemon = daemon
+    def __init__(self, declaration: Declaration, moments: Moments, watch: bool = True):
+        self.declaration = declaration
+        self.moments = moments
         self.watch = watch
         self.attempts = 0  # reload attempts finished (ok or not), for observers and tests
         self.last_error: Optional[list[str]] = None
         self.last_attempt: Optional[datetime] = None
         self._pending = asyncio.Event()
         self._finished = asyncio.Condition()
-        self._stop = asyncio.Event()
-        self._worker: Optional[asyncio.Task] = None
-        self._watcher: Optional[asyncio.Task] = None
-        self._watched: tuple[Path, ...] = ()
+        self._tasks = TaskSet("reload")
+        self._watcher: Optional[_Watcher] = None
 
     # -- lifecycle -----------------------------------------------------------------
     async def start(self) -> None:
-        self._stop.clear()
-        self._worker = asyncio.create_task(self._work(), name="dbackd-reload")
-        if self.watch and self.daemon.config_path is not None:
-            await self._restart_watcher()
+        self._tasks.spawn(self._work(), name="dbackd-reload")
+        if self.watch and self.declaration.path is not None:
+            await self._follow(self.declaration.sources())
 
     async def stop(self) -> None:
-        self._stop.set()
-        tasks = [t for t in (self._worker, self._watcher) if t is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._worker = self._watcher = None
-
-    async def _restart_watcher(self) -> None:
+        await self._tasks.cancel()
         if self._watcher is not None:
-            self._watcher.cancel()
-            await asyncio.gather(self._watcher, return_exceptions=True)
-        self._watched = self.daemon.config_sources()
-        self._watcher = asyncio.create_task(self._watch(self._watched), name="dbackd-watch")
-        # The task sets up its OS watches in its first step; let it run before returning,
-        # so an edit made right after start() is not missed.
-        for _ in range(3):
-            await asyncio.sleep(0)
+            await self._watcher.stop()
+            self._watcher = None
+
+    async def _follow(self, files: tuple[Path, ...]) -> None:
+        if self._watcher is not None:
+            await self._watcher.stop()
+            self._watcher = None
+        watcher = _Watcher(files, self.request)
+        try:
+            await watcher.start()
+        except (FileNotFoundError, OSError) as exc:  # a directory went away: SIGHUP still works
+            log.error("reload.watch_failed", error=str(exc))
+            await watcher.stop()
+            return
+        self._watcher = watcher
+
+    @property
+    def watching(self) -> tuple[Path, ...]:
+        return self._watcher.files if self._watcher is not None else ()
 
     # -- triggers ------------------------------------------------------------------
     def request(self) -> None:
-        """Ask for a reload (SIGHUP, API); many requests before it runs make one reload."""
+        """Ask for a reload (SIGHUP, a file change); many requests before it runs make one reload."""
         self._pending.set()
-
-    async def _watch(self, files: tuple[Path, ...]) -> None:
-        targets = {str(f) for f in files}
-        dirs = sorted({str(f.parent) for f in files})
-
-        def relevant(_change: watchfiles.Change, path: str) -> bool:
-            return path in targets
-
-        log.info("reload.watching", files=sorted(targets))
-        try:
-            async for changes in watchfiles.awatch(
-                *dirs, watch_filter=relevant, step=STEP_MS, debounce=MAX_BATCH_MS,
-                stop_event=self._stop, recursive=False,
-            ):
-                log.debug("reload.changed", paths=sorted({p for _, p in changes}))
-                self.request()
-        except FileNotFoundError as exc:  # the directory itself went away
-            log.error("reload.watch_failed", error=str(exc))
 
     async def _work(self) -> None:
         while True:
@@ -103,37 +141,38 @@ class Reloader:
                 await self.reload()
             except Exception:  # a bug in applying must not end reloading for good
                 log.exception("reload.crashed")
-                self.daemon.reload_finished(False, "internal error while applying the config")
+                self.moments.reload_finished(False, "internal error while applying the config")
 
     # -- the pipeline --------------------------------------------------------------
     async def reload(self) -> bool:
         """Load the config again and apply it; returns True if it was applied."""
-        daemon = self.daemon
-        path = daemon.config_path
+        declaration = self.declaration
+        path = declaration.path
         self.last_attempt = datetime.now(timezone.utc)
         if path is None:
             log.info("reload.skipped", reason="the config did not come from a file")
             return await self._finish(True)
         file = str(path)
-        if not Path(file).exists():
-            # An editor deleting and recreating the file: wait for it to come back.
-            log.info("reload.waiting", config=file, reason="the file is missing")
+        if not path.exists():
+            # An editor deleting and recreating the file: wait for it to come back, and say so.
+            self.last_error = [f"{file}: the file is missing; the running config stays until it is back"]
+            log.warning("reload.waiting", config=file, reason="the file is missing")
             return await self._finish(False)
-        daemon.reload_started()
+        self.moments.reload_started()
         try:
-            new = await asyncio.to_thread(daemon.load_config)
+            base = await asyncio.to_thread(declaration.read)
+            lines = await declaration.replace(base)
         except ConfigError as exc:
             errors = [str(p) for p in exc.problems]
             self.last_error = errors
-            log.error("reload.failed", config=file, problems=len(errors), errors=errors)
-            daemon.reload_finished(False, "\n".join(errors))
+            log.error("reload.failed", config=file, problems=len(errors), errors=errors[:20])
+            self.moments.reload_finished(False, "\n".join(errors))
             return await self._finish(False)
-        lines = daemon.apply_config(new)
         self.last_error = None
-        log.info("reload.applied", config=file, changes=lines)
-        daemon.reload_finished(True, None)
-        if self.watch and daemon.config_sources() != self._watched:
-            await self._restart_watcher()  # the config now reads other files (a corpus, say)
+        log.info("reload.applied", config=file, **summary(lines))
+        self.moments.reload_finished(True, None)
+        if self.watch and declaration.sources() != self.watching:
+            await self._follow(declaration.sources())  # the config now reads other files (a corpus, say)
         return await self._finish(True)
 
     async def _finish(self, ok: bool) -> bool:
@@ -152,5 +191,6 @@ class Reloader:
             "ok": self.last_error is None,
             "last_attempt": self.last_attempt.isoformat() if self.last_attempt else None,
             "errors": self.last_error or [],
-            "watching": [str(f) for f in self._watched],
+            "watching": [str(f) for f in self.watching],
         }
+

@@ -1,23 +1,27 @@
-"""What a client may ask over its socket, and how each request is answered.
+"""One client's session: what it asks over its socket (`connect`) and how each frame is answered.
 
-Parses client frames (protocol.py), asks the world and access rules, and tells the
-hub what to send. It holds no per-socket state beyond the hub's Connection and never
-writes to a socket itself.
+A Session is made per socket by the socket endpoint (websocket.py). It parses the
+client's frames (protocol.py), asks the world, the access rules and the host program's
+client-id callback, and tells the hub what to send. It never writes to a socket itself.
 """
 from __future__ import annotations
 
-from typing import Awaitable, Callable, Optional
+import asyncio
 
 import structlog
+from aiohttp import WSMessage, WSMsgType
 
 from . import protocol
 from .access import Access, Verdict
+from .callbacks import Callbacks
 from .hub import Connection, Hub
 from .metrics import Metrics
 from .protocol import ClientError, Connect
-from .world import ServerState, World
+from .world import World
 
 log = structlog.get_logger("dbackd.session")
+
+ENCODE_PER_TURN = 2000  # join fragments encoded between two yields before a big join
 
 _REFUSALS = {
     Verdict.AUTH_FAILED: protocol.AUTH_FAILED,
@@ -26,59 +30,78 @@ _REFUSALS = {
 
 
 class Session:
-    def __init__(self, world: World, hub: Hub, access: Access, metrics: Metrics):
+    def __init__(self, conn: Connection, world: World, hub: Hub, access: Access, callbacks: Callbacks,
+                 metrics: Metrics):
+        self.conn = conn
         self.world = world
         self.hub = hub
         self.access = access
+        self.callbacks = callbacks
         self.metrics = metrics
-        # Consulted after access is granted and before server-join (the client-id provider).
-        self.before_join: Optional[Callable[[ServerState], Awaitable[None]]] = None
 
-    async def handle_text(self, conn: Connection, text: str) -> None:
+    async def receive(self, msg: WSMessage) -> bool:
+        """Handle one frame from the client; False when the socket is done (a transport error)."""
+        conn = self.conn
+        self.hub.seen(conn)
+        if msg.type == WSMsgType.TEXT:
+            await self.handle_text(msg.data)
+        elif msg.type == WSMsgType.BINARY:
+            try:
+                text = msg.data.decode("utf-8")  # valid UTF-8 binary frames are treated as text
+            except UnicodeDecodeError:
+                self._bad_frame(protocol.INVALID_BINARY)
+                return True
+            await self.handle_text(text)
+        elif msg.type == WSMsgType.PING:
+            self.hub.pong(conn, msg.data)
+        elif msg.type == WSMsgType.ERROR:
+            log.info("socket.error", conn=conn.id, error=str(msg.data))
+            return False
+        return True
+
+    async def handle_text(self, text: str) -> None:
         try:
             kind, request = protocol.parse(text)
         except ClientError as exc:
-            log.info("socket.bad_frame", conn=conn.id, reason=str(exc))
-            self.hub.error(conn, str(exc))
+            self._bad_frame(str(exc))
             return
         if kind == "connect":
-            await self.connect(conn, request)
+            await self.connect(request)
 
-    def handle_binary(self, data: bytes) -> str:
-        """Binary frames that are valid UTF-8 are treated as text."""
-        try:
-            return data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise ClientError(protocol.INVALID_BINARY) from None
+    def _bad_frame(self, reason: str) -> None:
+        log.info("socket.bad_frame", conn=self.conn.id, reason=reason)
+        self.hub.error(self.conn, reason)
 
-    async def connect(self, conn: Connection, request: Connect) -> None:
-        state = self.world.resolve(request.server)
+    async def connect(self, request: Connect) -> None:
+        conn, world = self.conn, self.world
+        state = world.resolve(request.server)
         if state is None:
-            self._refuse(conn, request, "unknown_server", protocol.UNKNOWN_SERVER)
+            self._refuse(request, "unknown_server", protocol.UNKNOWN_SERVER)
             return
         # A second connect moves the socket: it leaves the old server (and its grant) first.
         self.hub.leave(conn)
         verdict = await self.access.check(state.info, request)
         if verdict is not Verdict.ALLOWED:
-            self._refuse(conn, request, verdict.value, _REFUSALS[verdict])
+            self._refuse(request, verdict.value, _REFUSALS[verdict])
             return
-        if self.before_join is not None:
-            await self.before_join(state)
+        if self.callbacks.has("on_get_client_id"):
+            await self.callbacks.ask_client_id(state)
+        while state.encode_pending(ENCODE_PER_TURN):  # a big server's changed users, a slice per loop turn
+            await asyncio.sleep(0)
         # The checks may have awaited: the server may have gone or changed meanwhile.
-        current = self.world.resolve(request.server)
+        current = world.resolve(request.server)
         if current is None:
-            self._refuse(conn, request, "unknown_server", protocol.UNKNOWN_SERVER)
+            self._refuse(request, "unknown_server", protocol.UNKNOWN_SERVER)
             return
         if current.info.passworded and not state.info.passworded:
-            self._refuse(conn, request, Verdict.AUTH_REQUIRED.value, protocol.AUTH_REQUIRED)
+            self._refuse(request, Verdict.AUTH_REQUIRED.value, protocol.AUTH_REQUIRED)
             return
-        state = current
-        self.hub.join(conn, state, request.server, authenticated=state.info.passworded)
-        via = "auth" if state.info.passworded else "public"
-        log.info("socket.joined", conn=conn.id, server=state.info.id, users=len(state.users), via=via)
-        self.metrics.joined(state.info.id, via)
+        self.hub.join(conn, current, request.server, authenticated=current.info.passworded)
+        via = "auth" if current.info.passworded else "public"
+        log.info("socket.joined", conn=conn.id, server=current.info.id, users=len(current.users), via=via)
+        self.metrics.joined(current.info.id, via)
 
-    def _refuse(self, conn: Connection, request: Connect, reason: str, message: str) -> None:
-        log.info("socket.refused", conn=conn.id, server=request.server, reason=reason)
+    def _refuse(self, request: Connect, reason: str, message: str) -> None:
+        log.info("socket.refused", conn=self.conn.id, server=request.server, reason=reason)
         self.metrics.refused(reason)
-        self.hub.error(conn, message)
+        self.hub.error(self.conn, message)

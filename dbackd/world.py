@@ -1,8 +1,10 @@
-"""The live world: every server, its users and their current status. The single source of truth.
+"""The live world: the current config, every server, its users and their status. The single source of truth.
 
 State changes only through `World.apply(event)`; the convenience methods build the
 event and apply it. Each applied event is handed to the subscribers (the hub fans it
-out to sockets). The world never writes to a socket and never awaits.
+out to sockets; whatever depends on the config reacts to `ConfigReplaced`). Moving to a
+new declaration is a sequence of events (`transition`) that a source may apply in
+slices. The world never writes to a socket, never awaits and never reads a clock.
 """
 from __future__ import annotations
 
@@ -48,19 +50,46 @@ class UserState:
 class ServerState:
     """One server's declaration plus its live members."""
 
-    def __init__(self, info: Server):
+    def __init__(self, info: Server, populate: bool = True):
+        """`populate`: take the declared users now; False leaves them to PresenceChanged events
+        (a server added by a reload, whose users a transition adds in slices)."""
         self.info = info
-        self.users: dict[str, UserState] = {
-            u.uid: UserState(u.uid, u.username, u.status, u.role_color) for u in info.users
-        }
+        self.users: dict[str, UserState] = {}
         self.client_id: Optional[str] = info.oauth.client_id  # update-clientid may change it later
         self._users_json: Optional[bytes] = None
         self._fragments: dict[str, bytes] = {}  # uid -> encoded '"uid":{...}', kept across changes
+        self._stale: set[str] = set()  # uids whose fragment must be encoded (again)
         self._declared: tuple[Optional[Server], frozenset[str]] = (None, frozenset())
+        if populate:
+            for u in info.users:
+                self.put(UserState(u.uid, u.username, u.status, u.role_color))
 
     @property
     def snowflake(self) -> str:
         return self.info.snowflake
+
+    def put(self, user: UserState) -> None:
+        """Store a new or changed user; its join fragment is encoded when a join next needs it."""
+        self.users[user.uid] = user
+        self._stale.add(user.uid)
+        self._users_json = None
+
+    def drop(self, uid: str) -> None:
+        if self.users.pop(uid, None) is not None:
+            self._fragments.pop(uid, None)
+            self._stale.discard(uid)
+            self._users_json = None
+
+    def encode_pending(self, limit: Optional[int] = None) -> int:
+        """Encode the join fragments of up to `limit` changed users (None: all); returns how many
+        are still waiting. A session joining a big server calls it in slices before the join,
+        so a join after 100,000 changes never encodes them all in one loop turn."""
+        stale, fragments, users = self._stale, self._fragments, self.users
+        n = len(stale) if limit is None else min(limit, len(stale))
+        for _ in range(n):
+            uid = stale.pop()
+            fragments[uid] = protocol.encode({uid: users[uid].entry()})[1:-1]
+        return len(stale)
 
     def users_json(self) -> bytes:
         """The encoded users map for server-join.
@@ -70,20 +99,10 @@ class ServerState:
         statuses keep moving (5,000 users: ~0.3 ms instead of ~6 ms).
         """
         if self._users_json is None:
+            self.encode_pending()
             fragments = self._fragments
-            for uid, user in self.users.items():
-                if uid not in fragments:
-                    fragments[uid] = protocol.encode({uid: user.entry()})[1:-1]
             self._users_json = b"{" + b",".join([fragments[uid] for uid in self.users]) + b"}"
         return self._users_json
-
-    def invalidate(self, uid: Optional[str] = None) -> None:
-        """Forget the cached join after a change of one user (or of all, with no uid)."""
-        self._users_json = None
-        if uid is None:
-            self._fragments.clear()
-        else:
-            self._fragments.pop(uid, None)
 
     def declared(self, uid: str) -> bool:
         """True for a user the declaration (config, providers) names; False for a runtime user."""
@@ -96,7 +115,7 @@ class ServerState:
 
 class World:
     def __init__(self, config: Config):
-        self.config = config
+        self.config = config  # the effective declaration now in force
         self.servers: dict[str, ServerState] = {s.snowflake: ServerState(s) for s in config.servers}
         self._subscribers: list[Subscriber] = []
         self._server_list: Optional[dict] = None
@@ -133,27 +152,25 @@ class World:
         if isinstance(event, PresenceChanged):
             state = self.servers[event.server]
             if event.delete:
-                state.users.pop(event.uid, None)
+                state.drop(event.uid)
             else:
                 user = state.users.get(event.uid)
                 if user is None:
-                    state.users[event.uid] = UserState(
-                        event.uid, event.username or event.uid, event.status, event.role_color or "#ffffff"
-                    )
+                    user = UserState(event.uid, event.username or event.uid, event.status, event.role_color or "#ffffff")
                 else:
                     user.status = event.status
                     if event.username is not None:
                         user.username = event.username
                     if event.role_color is not None:
                         user.role_color = event.role_color
-            state.invalidate(event.uid)
+                state.put(user)
         elif isinstance(event, ClientIdChanged):
             self.servers[event.server].client_id = event.client_id
         elif isinstance(event, ConfigReplaced):
             previous = self.servers
             self.servers = {}
             for info in event.config.servers:
-                state = previous.get(info.snowflake) or ServerState(info)
+                state = previous.get(info.snowflake) or ServerState(info, populate=False)
                 state.info = info
                 self.servers[info.snowflake] = state
             self.config = event.config
@@ -167,42 +184,53 @@ class World:
             except Exception:  # one broken listener must not keep the event from the others
                 log.exception("world.subscriber_failed", kind=type(event).__name__)
 
-    def reconfigure(self, new: Config) -> ConfigDiff:
-        """Move the world to a new declaration in one step, as a sequence of events.
+    def transition(self, new: Config, changes: ConfigDiff) -> Iterator[Event]:
+        """The events that move the world from its config to `new` (`changes` = diff(config, new)).
 
-        Structural change first (ConfigReplaced), then who loses access, then the fresh
-        server list, then one presence per declared user that was added, removed or
-        changed. A changed user keeps its live status unless its declared status changed.
+        Apply each event before asking for the next: later ones read the live state the
+        earlier ones left. Structural change first (ConfigReplaced), then who loses
+        access, then the fresh server list, then one presence per declared user that was
+        added, removed or changed. A changed user keeps its live status unless its
+        declared status changed. Another source may apply events between two of these
+        (a transition can be applied in slices); each is built from the state of its time.
         """
-        changes = diff(self.config, new)
-        self.apply(ConfigReplaced(new))
+        yield ConfigReplaced(new)
         for snowflake in changes.servers_removed:
-            self.apply(ServerClosed(snowflake, removed=True))
+            yield ServerClosed(snowflake, removed=True)
         for snowflake in changes.servers_made_private:
-            self.apply(ServerClosed(snowflake, removed=False))
+            yield ServerClosed(snowflake, removed=False)
         for snowflake in changes.access_changed:
-            self.apply(ServerClosed(snowflake, removed=False, everyone=True))
+            yield ServerClosed(snowflake, removed=False, everyone=True)
         if changes.server_list_changed:
-            self.apply(ServerListChanged())
+            yield ServerListChanged()
         for snowflake, client_id in changes.client_ids:
-            self.apply(ClientIdChanged(snowflake, client_id))
+            yield ClientIdChanged(snowflake, client_id)
         for change in changes.users:
-            live = self.servers[change.server].users.get(change.uid)
-            if change.new is None:
+            state = self.servers.get(change.server)
+            if state is None:
+                continue  # removed since (another transition)
+            live = state.users.get(change.uid)
+            u = change.new
+            if u is None:
                 if live is not None:
-                    self.apply(PresenceChanged(change.server, change.uid, live.status, delete=True))
+                    yield PresenceChanged(change.server, change.uid, live.status, delete=True)
             elif change.old is None or live is None:
-                u = change.new
-                self.apply(PresenceChanged(change.server, u.uid, u.status, u.username, u.role_color))
+                yield PresenceChanged(change.server, u.uid, u.status, u.username, u.role_color)
             else:
                 fields = change.fields
-                u = change.new
-                self.apply(PresenceChanged(
+                yield PresenceChanged(
                     change.server, u.uid,
                     u.status if "status" in fields else live.status,
                     u.username if "username" in fields else None,
                     u.role_color if "role_color" in fields else None,
-                ))
+                )
+
+    def reconfigure(self, new: Config) -> ConfigDiff:
+        """Move the world to a new declaration in one step (tools and small configs; the
+        daemon's declaration applies the same transition in slices)."""
+        changes = diff(self.config, new)
+        for event in self.transition(new, changes):
+            self.apply(event)
         return changes
 
     def presence_event(self, server: str, uid: str, status: str, username: Optional[str] = None,

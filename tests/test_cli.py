@@ -113,7 +113,7 @@ async def test_sighup_reloads_a_real_process(tmp_path):
 
 
 async def test_tail_prints_frames(start_daemon, capsys):
-    from dbackd.cli import tail_frames
+    from dbackd.clients import tail_frames
 
     d = await start_daemon(EXAMPLE)
     task = asyncio.ensure_future(tail_frames(f"ws://127.0.0.1:{d.port}/ws", "docs", None))

@@ -297,7 +297,7 @@ class FakeClock:
 async def test_rate_limit_per_token_with_retry_after(start_daemon, http):
     d = await start_daemon(text=CONFIG.replace("per_second: 1000, burst: 1000", "per_second: 0.5, burst: 2"))
     clock = FakeClock()
-    d.app[api.API].limiter.clock = clock
+    d.http_api.limiter.clock = clock
     call = Api(http, d)
     assert (await call("GET", "/api/servers"))[0] == 200
     assert (await call("POST", "/api/servers/home/presence", {"uid": "11", "status": "idle"}))[0] == 200

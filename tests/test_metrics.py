@@ -84,11 +84,11 @@ async def test_counters_move_with_joins_refusals_events_and_frames(start_daemon,
 
 async def test_reload_and_oauth_reports(start_daemon, http):
     d = await start_daemon(EXAMPLE)
-    d.reload_started()
-    d.reload_finished(True)
+    d.moments.reload_started()
+    d.moments.reload_finished(True)
     before_failure = time.time()
-    d.reload_started()
-    d.reload_finished(False, "bad file")
+    d.moments.reload_started()
+    d.moments.reload_finished(False, "bad file")
     m = await scrape(http, d)
     assert value(m, "dbackd_config_reloads_total") == 2
     assert value(m, "dbackd_config_reloads_failed_total") == 1
@@ -105,7 +105,7 @@ async def test_reload_and_oauth_reports(start_daemon, http):
     assert value(m, "dbackd_oauth_verification_seconds_count") == 3
     assert value(m, "dbackd_oauth_verification_seconds_bucket", le="0.25") == 2
     assert value(m, "dbackd_config_last_reload_successful") == 0
-    d.reload_finished(True)
+    d.moments.reload_finished(True)
     assert value(await scrape(http, d), "dbackd_config_last_reload_successful") == 1
 
 

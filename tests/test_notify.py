@@ -70,8 +70,8 @@ def notify_socket():
 
 async def started(env: dict, status_interval: float = 3600.0) -> tuple[Daemon, NotifyService]:
     daemon = Daemon(with_overrides(load_file(EXAMPLE), host="127.0.0.1", port=0))
-    service = NotifyService(daemon, env=env, status_interval=status_interval)
-    daemon.services.append(service)
+    service = NotifyService(daemon.world, daemon.hub, daemon.moments, env=env, status_interval=status_interval)
+    daemon.add_service(service)
     await daemon.start()
     return daemon, service
 
@@ -82,17 +82,17 @@ async def test_messages_in_order_across_start_reload_and_stop(notify_socket):
         assert await notify_socket.recv() == {"READY": "1", "STATUS": "serving 4 servers, 0 connections"}
 
         before = monotonic_usec()
-        daemon.reload_started()
+        daemon.moments.reload_started()
         reloading = await notify_socket.recv()
         after = monotonic_usec()
         assert reloading["RELOADING"] == "1" and reloading["STATUS"] == "reloading the config"
         assert before <= int(reloading["MONOTONIC_USEC"]) <= after
-        daemon.reload_finished(True)
+        daemon.moments.reload_finished(True)
         assert await notify_socket.recv() == {"READY": "1", "STATUS": "serving 4 servers, 0 connections"}
 
-        daemon.reload_started()
+        daemon.moments.reload_started()
         assert (await notify_socket.recv())["RELOADING"] == "1"
-        daemon.reload_finished(False, "servers[0].id: duplicate server id 'a'")
+        daemon.moments.reload_finished(False, "servers[0].id: duplicate server id 'a'")
         failed = await notify_socket.recv()
         assert failed["READY"] == "1"
         assert failed["STATUS"].startswith("serving 4 servers, 0 connections; the last reload failed")
@@ -166,7 +166,7 @@ def test_without_notify_socket_nothing_is_sent():
 async def test_no_notify_socket_means_no_tasks():
     daemon, service = await started({})
     try:
-        assert service._tasks == [] and service.watchdog is None
+        assert service.running == 0 and service.watchdog is None
     finally:
         await daemon.stop()
 
@@ -187,7 +187,8 @@ async def test_a_real_reload_is_announced(notify_socket, tmp_path):
     config = tmp_path / "dback.yaml"
     config.write_text('servers: [{snowflake: "1", id: a, name: A}]\n')
     daemon = Daemon(config, host="127.0.0.1", port=0, watch=False)
-    daemon.services.append(NotifyService(daemon, env={"NOTIFY_SOCKET": notify_socket.env_value}, status_interval=3600))
+    daemon.add_service(NotifyService(daemon.world, daemon.hub, daemon.moments,
+                                     env={"NOTIFY_SOCKET": notify_socket.env_value}, status_interval=3600))
     await daemon.start()
     try:
         assert (await notify_socket.recv())["READY"] == "1"

@@ -302,7 +302,7 @@ async def test_one_call_for_many_joins_with_one_token(start_daemon, open_client,
     d.oauth.clock = lambda: now[0]
     # Count checks as they start, so Discord answers only once all five wait on it.
     waiting, started_checks = asyncio.Event(), []
-    verify = d.access.verify_oauth
+    verify = d.access.verify_login
 
     async def counting(*args):
         started_checks.append(1)
@@ -310,7 +310,7 @@ async def test_one_call_for_many_joins_with_one_token(start_daemon, open_client,
             waiting.set()
         return await verify(*args)
 
-    d.access.verify_oauth = counting
+    d.access.verify_login = counting
     clients = [await open_client(d) for _ in range(5)]
     for c in clients:
         await c.send({"type": "connect", "data": {"server": "priv", **login("tok-nelly", NELLY)}})
@@ -398,11 +398,10 @@ async def test_stop_closes_the_http_session_and_cancels_checks(start_daemon, ope
     client = await open_client(d)
     await client.send({"type": "connect", "data": {"server": "priv", **login("tok-nelly", NELLY)}})
     await asyncio.wait_for(discord.called.wait(), 5)
-    http = d.oauth._http
-    assert http is not None and not http.closed
+    assert d.oauth.session_open
     started = time.monotonic()
     await d.stop()
-    assert http.closed and time.monotonic() - started < 4.0
+    assert not d.oauth.session_open and time.monotonic() - started < 4.0
     assert events(captured_logs)[-1]["outcome"] == "discord_error"
 
 
@@ -437,11 +436,22 @@ async def test_lookups_waiting_on_discord_are_bounded(start_daemon, open_client,
     assert (await second.connect("priv", **login("tok-otto", OTTO)))["type"] == "server-join"
 
 
-def test_a_reload_with_other_discord_settings_forgets_cached_answers():
-    servers = 'servers: [{snowflake: "2", id: p, name: P, passworded: true, access: {any_discord_user: true}}]\n'
-    service = OAuthService(load_text(servers, "t.yaml", ROOT, {}))
-    service._cache[("user", "x", "digest")] = ("cached", 60)
-    service.on_config(load_text(servers, "t.yaml", ROOT, {}))  # the same settings: kept
-    assert ("user", "x", "digest") in service._cache
-    service.on_config(load_text("oauth: {timeout: 1s}\n" + servers, "t.yaml", ROOT, {}))
-    assert ("user", "x", "digest") not in service._cache
+async def test_a_reload_with_other_discord_settings_forgets_cached_answers(discord):
+    from dbackd.events import ConfigReplaced
+    from dbackd.world import World
+
+    discord.users["tok-nelly"] = NELLY
+    servers = config(discord, "{any_discord_user: true}", extra="  cache_ttl: 60s")
+    world = World(servers)
+    service = OAuthService(world)
+    await service.start()
+    try:
+        server = world.config.servers[1]
+        assert await service.verify(server, "tok-nelly", NELLY) and service.cached == 1
+        world.apply(ConfigReplaced(config(discord, "{any_discord_user: true}", extra="  cache_ttl: 60s")))
+        assert await service.verify(server, "tok-nelly", NELLY) and discord.count("me") == 1  # same settings: kept
+        world.apply(ConfigReplaced(config(discord, "{any_discord_user: true}", extra="  cache_ttl: 30s")))
+        assert service.cached == 0
+        assert await service.verify(server, "tok-nelly", NELLY) and discord.count("me") == 2
+    finally:
+        await service.stop()

@@ -73,10 +73,11 @@ class Recorder:
 
 
 async def test_a_failing_or_hanging_service_does_not_stop_the_shutdown(open_client, monkeypatch):
-    monkeypatch.setattr(daemon_module, "SERVICE_STOP_TIMEOUT", 0.05)
     log: list[str] = []
     d = daemon_module.Daemon(with_overrides(load_file(EXAMPLE), host="127.0.0.1", port=0))
-    d.services += [Recorder(log, "a"), Recorder(log, "hangs", hang=True), Recorder(log, "fails", fail=True)]
+    monkeypatch.setattr(d.services, "stop_timeout", 0.05)
+    for service in (Recorder(log, "a"), Recorder(log, "hangs", hang=True), Recorder(log, "fails", fail=True)):
+        d.add_service(service)
     await d.start()
     client = await open_client(d)
     await d.stop()
@@ -102,8 +103,8 @@ async def test_listeners_hear_the_moments_in_order():
     d.listen(Broken())
     d.listen(Ear())
     await d.start()
-    d.reload_started()
-    d.reload_finished(False, "bad")
+    d.moments.reload_started()
+    d.moments.reload_finished(False, "bad")
     await d.stop()
     assert heard == ["ready", "reload", "reloaded ok=False error=bad", "stopping"]
 

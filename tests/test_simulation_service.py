@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 
 from dbackd import protocol
+from dbackd.events import ConfigReplaced
 from dbackd.simulation import ManualClock
 
 from .conftest import EXAMPLE
@@ -135,17 +136,13 @@ async def test_a_new_config_changes_the_rules_without_a_reset(start_daemon, open
     await advance(d, clock, 10, step=1)
     before = {uid: u.status for uid, u in d.world.servers["1"].users.items()}
     quiet = load_text(CHURN.replace("seed: 21", "seed: 21\n  enabled: false"), "t.yaml", ROOT)
-    d.world.config = quiet  # what a reload does first (the world applies the new config) ...
-    d.world.servers["1"].info = quiet.servers[0]
-    d.simulation.on_config(quiet)  # ... then it tells the services
+    d.world.apply(ConfigReplaced(quiet))  # what a reload does first; the simulation follows it
     assert {uid: u.status for uid, u in d.world.servers["1"].users.items()} == before
     mark = truth(d, "1")
     await advance(d, clock, 100, step=10)
     assert mark == []  # simulation off: nothing happens any more
     lively = load_text(CHURN.replace("interval: 3", "interval: 0.5"), "t.yaml", ROOT)
-    d.world.config = lively
-    d.world.servers["1"].info = lively.servers[0]
-    d.simulation.on_config(lively)
+    d.world.apply(ConfigReplaced(lively))
     await advance(d, clock, 10, step=1)
     assert sum(m["type"] == "message" for m in mark) > 10  # 0.5 s now, from the statuses it had
 
@@ -153,12 +150,12 @@ async def test_a_new_config_changes_the_rules_without_a_reset(start_daemon, open
 async def test_stopping_the_daemon_stops_the_simulation(start_daemon):
     clock = ManualClock()
     d = await start_daemon(EXAMPLE, clock=clock)
-    task = d.simulation._task
-    assert task is not None and not task.done()
-    subscribers = len(d.world._subscribers)
+    assert d.simulation.running
+    engine = d.simulation.engine
     await d.stop()
-    assert task.done() and d.simulation.engine is None
-    assert len(d.world._subscribers) == subscribers - 1  # the engine let go of the world
+    assert not d.simulation.running and d.simulation.engine is None
+    d.world.apply(ConfigReplaced(d.config))  # an engine still following the world would start its servers again
+    assert engine.runners == {}
     clock.advance(100)
     await asyncio.sleep(0)
     assert all(u.status == v.status for u, v in zip(

@@ -42,13 +42,6 @@ class ConfigDiff:
     api_changed: bool = False
     restart_required: tuple[str, ...] = field(default=())  # keys that only take effect on restart
 
-    @property
-    def empty(self) -> bool:
-        return not (self.servers_added or self.servers_removed or self.server_list_changed or self.users
-                    or self.access_changed or self.client_ids
-                    or self.static_changed or self.limits_changed or self.websocket_changed or self.api_changed
-                    or self.restart_required)
-
 
 def diff(old: Config, new: Config) -> ConfigDiff:
     before = {s.snowflake: s for s in old.servers}
@@ -56,8 +49,9 @@ def diff(old: Config, new: Config) -> ConfigDiff:
     users: list[UserChange] = []
     for snowflake, new_server in after.items():
         old_server = before.get(snowflake)
-        if old_server is None:
-            continue  # nobody has joined a server that did not exist
+        if old_server is None:  # a new server's users arrive as additions, like any other
+            users.extend(UserChange(snowflake, u.uid, None, u) for u in new_server.users)
+            continue
         old_users = {u.uid: u for u in old_server.users}
         new_users = {u.uid: u for u in new_server.users}
         for uid in list(old_users) + [u for u in new_users if u not in old_users]:
@@ -103,7 +97,9 @@ def _gate(server: Server) -> tuple:
 def describe(d: ConfigDiff, old: Config, new: Config) -> list[str]:
     """One line per change, for `dbackd check --diff` and the reload log."""
     names = {s.snowflake: s.id for s in old.servers} | {s.snowflake: s.id for s in new.servers}
-    lines = [f"+ server {names[s]} ({s})" for s in d.servers_added]
+    counts = {s.snowflake: len(s.users) for s in new.servers}
+    added = set(d.servers_added)
+    lines = [f"+ server {names[s]} ({s}, {counts[s]} user{'s' if counts[s] != 1 else ''})" for s in d.servers_added]
     lines += [f"- server {names[s]} ({s}): its clients get an error and lose their join" for s in d.servers_removed]
     lines += [f"~ server {names[s]} is now private: clients that did not authenticate lose their join"
               for s in d.servers_made_private]
@@ -113,6 +109,8 @@ def describe(d: ConfigDiff, old: Config, new: Config) -> list[str]:
     if d.server_list_changed:
         lines.append("~ server list changed: every client gets a fresh server-list and rejoins")
     for c in d.users:
+        if c.server in added:
+            continue  # counted on the server's own line
         where = names[c.server]
         if c.old is None:
             lines.append(f"+ user {where}/{c.uid} {c.new.username} ({c.new.status}, {c.new.role_color})")  # type: ignore[union-attr]
@@ -131,3 +129,11 @@ def describe(d: ConfigDiff, old: Config, new: Config) -> list[str]:
         lines.append("~ api settings changed: tokens and limits apply from the next request")  # never the tokens
     lines += [f"! {key} changed: takes effect only after a restart" for key in d.restart_required]
     return lines or ["no changes"]
+
+
+def summary(lines: list[str], first: int = 10) -> dict:
+    """A change list as a log line can hold it: how many, and the first few."""
+    out: dict = {"count": len(lines) if lines != ["no changes"] else 0, "changes": lines[:first]}
+    if len(lines) > first:
+        out["more"] = len(lines) - first
+    return out

@@ -19,8 +19,9 @@ from . import schema as _schema
 from . import simulation as _simulation
 from .environment import Environment
 from .errors import ConfigError, Problem
-from .model import Config, Mount, build, effective_oauth, normalise_prefix, seconds
+from .model import Config, Mount, build, effective_oauth, normalise_prefix
 from .source import Source, parse
+from .values import seconds
 
 EMBEDDED_NAME = "<embedded default>"
 MIN_TOKEN_LENGTH = 16  # the schema's `token` pattern says the same

@@ -8,26 +8,13 @@ from __future__ import annotations
 
 import itertools
 import random
-import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-STATUSES = ("online", "idle", "dnd", "offline")
-
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_DURATION_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h)\s*$")
-
-
-def seconds(value: Any) -> float:
-    """A schema `duration` (number or "4s"/"2m"/"500ms") as float seconds."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    m = _DURATION_RE.match(str(value))
-    if not m:
-        raise ValueError(f"not a duration: {value!r}")
-    return float(m.group(1)) * _UNITS[m.group(2)]
+from .generated import generated_users
+from .values import STATUSES, seconds, time_of_day
 
 
 @dataclass(frozen=True)
@@ -356,8 +343,6 @@ def _server(s: Mapping[str, Any], sim: Optional[Mapping[str, Any]], top_oauth: M
     if sim is not None:
         generated: list[User] = []
         if sim.get("generate"):
-            from .simulation import generated_users  # it needs this module's helpers: import late
-
             generated = [User(uid, name, status, colour) for uid, name, status, colour in
                          generated_users(sim["generate"], sim.get("seed"), s["snowflake"], (u.uid for u in users))]
         users += generated
@@ -392,8 +377,6 @@ def _rate(block: Mapping[str, Any], key: str = "interval") -> Rate:
 
 def build_simulation(sim: Mapping[str, Any], generated: int = 0) -> Simulation:
     """Merged, default-filled simulation data (already checked) → the frozen rules."""
-    from .simulation import time_of_day
-
     p, m = sim["presence"], sim["messages"]
     channels = m["channels"]
     activity = sim.get("activity")

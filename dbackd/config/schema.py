@@ -11,8 +11,9 @@ import difflib
 import json
 from functools import lru_cache
 from importlib import resources
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
+import fastjsonschema
 from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError
 
@@ -69,6 +70,28 @@ def fill_defaults(instance: Any, name: str) -> Any:
     for _ in _part_validator(name).iter_errors(data):
         pass
     return data
+
+
+@lru_cache(maxsize=None)
+def _fast_part(name: str) -> Callable[[Any], Any]:
+    return fastjsonschema.compile({"$ref": f"#/$defs/{name}", "$defs": schema()["$defs"]}, use_default=True)
+
+
+def check_part(name: str, instance: dict) -> list[tuple[str, str]]:
+    """Check one entry against `$defs/<name>`, filling its defaults in place: [] when valid, else
+    every problem as (path, message) in the config's wording.
+
+    Valid entries cost a few microseconds (code compiled from the schema), so thousands of
+    them can be checked one by one; only an entry that fails is checked again to explain why.
+    """
+    try:
+        _fast_part(name)(instance)
+        return []
+    except fastjsonschema.JsonSchemaException:
+        pass
+    source = Source(file="<entry>", data=instance)
+    problems = [p for error in _part_validator(name).iter_errors(instance) for p in _explain(source, error)]
+    return [(p.path, p.message) for p in problems] or [("", "is not valid")]
 
 
 def validate(source: Source) -> list[Problem]:

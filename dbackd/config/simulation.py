@@ -12,22 +12,20 @@ for activity, churn or generate drops an inherited one.
 
 This module works on plain data only: it reads the blocks as written (before the
 schema fills defaults into them), reports problems with file positions, reads corpus
-files, and hands the model one merged, default-filled mapping per server. It also
-holds the deterministic naming helpers shared by `generate` (at build time) and
-churn (at run time). It never touches the running world.
+files, and hands the model one merged, default-filled mapping per server. It never
+touches the running world.
 """
 from __future__ import annotations
 
 import copy
-import random
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional, Sequence
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Any, Callable, Optional, Sequence
+from zoneinfo import ZoneInfoNotFoundError
 
 from . import schema as _schema
 from .errors import Problem
-from .model import STATUSES, seconds
 from .source import Source
+from .values import STATUSES, seconds, time_of_day, zone
 
 CLASSIC_LINES = ["hello", "how are you?", "this is a test message", "D-Zone rocks!", "what's up?"]
 CLASSIC_CHANNEL = "527964146659229701"
@@ -231,59 +229,3 @@ def _notes(server: dict, rules: dict) -> list[str]:
         for uid in sorted(named - declared):
             notes.append(f"server {server.get('id')}: simulation names uid {uid}, who is not a member")
     return notes
-
-
-# -- shared helpers ---------------------------------------------------------------------
-
-def zone(name: str):
-    """A tzinfo for an IANA name; UTC works even without a time zone database."""
-    from datetime import timezone
-
-    if name.strip().upper() in ("UTC", "Z", "ETC/UTC"):
-        return timezone.utc
-    return ZoneInfo(name.strip())
-
-
-def time_of_day(key: Any) -> Optional[float]:
-    """"H" or "H:MM" as seconds after midnight; None if it is neither."""
-    text = str(key).strip()
-    hour, _, minute = text.partition(":")
-    if not hour.isdigit() or (minute and not minute.isdigit()):
-        return None
-    h, m = int(hour), int(minute or 0)
-    if h > 23 or m > 59:
-        return None
-    return float(h * 3600 + m * 60)
-
-
-def new_uid(rng: random.Random, taken: Callable[[str], bool]) -> str:
-    """A fresh 18-digit snowflake-like uid that `taken` does not know."""
-    while True:
-        uid = str(rng.randrange(10**17, 10**18))
-        if not taken(uid):
-            return uid
-
-
-def name_for(names: Any, n: int) -> str:
-    """The n-th name (1-based) of a pattern ("guest-{n}") or a word list (numbered once it runs out)."""
-    if isinstance(names, str):
-        return names.replace("{n}", str(n))
-    words = list(names)
-    word = words[(n - 1) % len(words)]
-    lap = (n - 1) // len(words)
-    return word if lap == 0 else f"{word}-{lap + 1}"
-
-
-def generated_users(generate: dict, seed: Any, snowflake: str, taken: Iterable[str]) -> list[tuple[str, str, str, str]]:
-    """(uid, username, status, roleColor) for `generate`, the same for the same seed and server."""
-    rng = random.Random(f"generate:{'' if seed is None else seed}:{snowflake}")
-    used = set(taken)
-    statuses = [s for s in STATUSES if generate["statuses"].get(s, 0) > 0]
-    weights = [generate["statuses"][s] for s in statuses]
-    out = []
-    for n in range(1, generate["count"] + 1):
-        uid = new_uid(rng, used.__contains__)
-        used.add(uid)
-        status = rng.choices(statuses, weights)[0]
-        out.append((uid, name_for(generate["names"], n), status, rng.choice(generate["colors"]).lower()))
-    return out

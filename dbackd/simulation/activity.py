@@ -13,7 +13,7 @@ from bisect import bisect_right
 from datetime import datetime, timezone
 
 from ..config.model import Activity
-from ..config.simulation import zone
+from ..config.values import zone
 
 DAY = 86400.0
 

@@ -26,8 +26,8 @@ import structlog
 
 from ..config import STATUSES, Config, Server
 from ..config.model import Rate, Simulation
-from ..config.simulation import name_for, new_uid
-from ..events import Event, MessageSent, PresenceChanged
+from ..config.generated import name_for, new_uid
+from ..events import ConfigReplaced, Event, MessageSent, PresenceChanged
 from ..world import ServerState, World
 from .activity import ActivityCurve
 from .roster import Roster
@@ -84,6 +84,11 @@ class Runner:
                 stream.gen += 1  # invalidate what is still on the heap
         self.per_user = [kind for kind, s in self.streams.items() if s.rate.per == "user"]
 
+    def forget_departed(self, state: ServerState) -> None:
+        """Visitors who left the world some other way (a reload, the API) are no longer ours."""
+        for uid in [u for u in self.visitors if u not in state.users]:
+            del self.visitors[uid]
+
     def weight(self, kind: str) -> float:
         """The server's rate multiplier for a stream: 1, or its users' total weight (per: user)."""
         stream = self.streams[kind]
@@ -96,14 +101,14 @@ class Runner:
 
 class Engine:
     def __init__(self, world: World, *, seed: Any = None, epoch: float = 0.0,
-                 servers: Optional[Iterable[str]] = None, start: float = 0.0):
+                 servers: Optional[Iterable[str]] = None):
         """
         seed: replaces every server's seed (None: each server's own, or a random one).
         epoch: the Unix time at engine time 0 (for the activity curve).
         servers: simulate only these snowflakes (None: all).
         """
         self.world = world
-        self.now = start
+        self.now = 0.0
         self.epoch = epoch
         self.seed = seed
         self.random_seed = secrets.randbelow(2**32)  # for servers that name no seed
@@ -128,8 +133,9 @@ class Engine:
 
     # -- following the config ---------------------------------------------------------
     def on_config(self, config: Config) -> None:
-        """Follow a new config (the world has applied it): new rules continue from the current
-        statuses, servers that appeared start, servers that went (or stopped simulating) stop."""
+        """Follow a new config (the world has applied it; the engine hears it as ConfigReplaced):
+        new rules continue from the current statuses, servers that appeared start, servers that
+        went (or stopped simulating) stop."""
         wanted = {s.snowflake: s for s in config.servers
                   if s.simulation is not None and (self.only is None or s.snowflake in self.only)
                   and s.snowflake in self.world.servers}
@@ -154,8 +160,7 @@ class Engine:
                 continue
             runner.id = server.id
             runner.roster.sync(state.users)
-            for uid in [u for u in runner.visitors if u not in state.users]:
-                del runner.visitors[uid]
+            runner.forget_departed(state)
             if rules != runner.rules:
                 runner.apply_rules(rules, self._seed_for(rules), self.epoch)
                 self._schedule_all(runner, self.now)
@@ -192,10 +197,8 @@ class Engine:
             if not runner.alive or stream is None or stream.gen != gen:
                 continue
             self.now = due
-            try:
-                self._step(runner, kind)
-            finally:  # a failing world subscriber must not end this stream
-                self._schedule(runner, kind, due)
+            self._step(runner, kind)
+            self._schedule(runner, kind, due)
             if self._dirty:
                 self._flush_dirty(due)
             done += 1
@@ -241,7 +244,7 @@ class Engine:
 
     # -- steps ------------------------------------------------------------------------
     def _step(self, runner: Runner, kind: str) -> None:
-        """Decide one step, then apply its event. Errors of the world's subscribers propagate."""
+        """Decide one step, then apply its event."""
         state = self.world.servers.get(runner.snowflake)
         if state is None:
             return
@@ -297,8 +300,7 @@ class Engine:
     def _arrival(self, runner: Runner, state: ServerState) -> Optional[Event]:
         churn = runner.rules.churn
         assert churn is not None
-        for uid in [u for u in runner.visitors if u not in state.users]:
-            del runner.visitors[uid]
+        runner.forget_departed(state)
         if len(runner.visitors) >= churn.max:
             return None
         rng = runner.rngs[ARRIVALS]
@@ -315,8 +317,7 @@ class Engine:
         return PresenceChanged(state.snowflake, uid, churn.status, username=name, role_color=colour)
 
     def _departure(self, runner: Runner, state: ServerState) -> Optional[Event]:
-        for uid in [u for u in runner.visitors if u not in state.users]:
-            del runner.visitors[uid]
+        runner.forget_departed(state)
         if not runner.visitors:
             return None
         rng = runner.rngs[DEPARTURES]
@@ -326,7 +327,10 @@ class Engine:
 
     # -- watching the world -----------------------------------------------------------
     def _on_world_event(self, event: Event) -> None:
-        """Keep rosters in step with every change, whoever made it (engine, API, reload)."""
+        """Follow config changes, and keep rosters in step with every change, whoever made it."""
+        if isinstance(event, ConfigReplaced):
+            self.on_config(event.config)
+            return
         if not isinstance(event, PresenceChanged):
             return
         runner = self.runners.get(event.server)

@@ -32,12 +32,6 @@ class Roster:
         for uid, user in users.items():
             self.set(uid, getattr(user, "status"))
 
-    def __len__(self) -> int:
-        return len(self.where)
-
-    def __contains__(self, uid: object) -> bool:
-        return uid in self.where
-
     def status(self, uid: str) -> Optional[str]:
         found = self.where.get(uid)
         return found[0] if found else None

@@ -82,6 +82,11 @@ class Callbacks:
     def has(self, name: str) -> bool:
         return name in self.registered
 
+    @property
+    def running(self) -> int:
+        """How many callbacks are running now."""
+        return len(self._tasks)
+
     # -- running -------------------------------------------------------------------
     async def call(self, name: str, *args: Any) -> Any:
         """Run a registered callback; its result, or CallbackFailed (already logged)."""

@@ -7,13 +7,14 @@ return exit codes: 0 fine, 1 refused or unreachable, 2 no API token to send.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from typing import Optional
 from urllib.parse import quote
 
 import aiohttp
+
+from . import jsontext
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_NO_TOKEN = 0, 1, 2
 REQUEST_TIMEOUT = 10.0
@@ -77,10 +78,9 @@ async def api_command(args: argparse.Namespace) -> int:
                 text = await r.text()
                 if r.status < 300:
                     return EXIT_OK
-                try:
-                    reason = json.loads(text)["error"]
-                except (ValueError, KeyError, TypeError):
-                    reason = text.strip() or r.reason
+                answer = jsontext.parse_or_none(text)
+                reason = answer.get("error") if isinstance(answer, dict) else None
+                reason = reason or text.strip() or r.reason
                 print(f"{prog}: {r.status}: {reason}", file=sys.stderr)
                 return EXIT_PROBLEMS
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:

@@ -183,6 +183,11 @@ class Daemon:
         return self.declaration.sources()
 
     @property
+    def serving(self) -> bool:
+        """True from the moment the port is served until stop()."""
+        return self._runner is not None
+
+    @property
     def port(self) -> int:
         """The bound port (useful when the config asks for port 0)."""
         if self._runner is not None:

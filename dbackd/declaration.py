@@ -21,7 +21,8 @@ import structlog
 
 from .config import EMBEDDED_NAME, Config, load_data, load_embedded, load_file, with_overrides
 from .config.diff import ConfigDiff, describe, diff
-from .providers import Provided, overlay
+from .bulk import bulk
+from .providers import Checked, Provided, check, merge
 from .world import World
 
 log = structlog.get_logger("dbackd.declaration")
@@ -60,7 +61,7 @@ class Declaration:
         self.world = world
         self.overrides = overrides
         self.base = world.config  # the config source's declaration, before the providers' overlay
-        self.provided: Optional[Provided] = None
+        self.provided: Optional[Checked] = None  # the providers' last answer, checked
         self.loaded_at = datetime.now(timezone.utc)
         self.restart_required: tuple[str, ...] = ()
         self._lock = asyncio.Lock()
@@ -92,9 +93,10 @@ class Declaration:
         Returns a line per change.
         """
         async with self._lock:
-            effective = await asyncio.to_thread(overlay, base, self.provided)
-            self.base = base
-            return await self._move(effective)
+            with bulk(sum(len(s.users) for s in base.servers)):
+                effective = await asyncio.to_thread(merge, base, self.provided)
+                self.base = base
+                return await self._move(effective)
 
     async def provide(self, provided: Provided) -> list[str]:
         """Lay a fresh answer of the providers over the config source's declaration.
@@ -102,9 +104,10 @@ class Declaration:
         Raises ConfigError (naming each problem) or providers.BadAnswer, changing nothing.
         """
         async with self._lock:
-            effective = await asyncio.to_thread(overlay, self.base, provided)
-            self.provided = provided
-            return await self._move(effective)
+            with bulk(provided.size()):
+                checked, effective = await asyncio.to_thread(_check_and_merge, self.base, provided)
+                self.provided = checked
+                return await self._move(effective)
 
     async def _move(self, new: Config) -> list[str]:
         old = self.world.config
@@ -119,6 +122,11 @@ class Declaration:
             self.restart_required = tuple(sorted(set(self.restart_required) | set(changes.restart_required)))
             log.warning("reload.restart_required", keys=list(changes.restart_required))
         return lines
+
+
+def _check_and_merge(base: Config, provided: Provided) -> tuple[Checked, Config]:
+    checked = check(base, provided)
+    return checked, merge(base, checked)
 
 
 def _compare(old: Config, new: Config) -> tuple[ConfigDiff, list[str]]:

@@ -37,7 +37,7 @@ WRITES_PER_TURN = 250  # socket writes per event-loop turn while a broadcast goe
 class Connection:
     """One client socket as the hub sees it: its wire, and which server it is joined to."""
 
-    __slots__ = ("id", "wire", "peer", "server", "authenticated", "frames", "staged", "last_seen")
+    __slots__ = ("id", "wire", "peer", "server", "authenticated", "frames", "staged", "last_seen", "oversize")
 
     def __init__(self, wire: Wire, peer: Optional[str]):
         self.id = next(_ids)
@@ -48,6 +48,7 @@ class Connection:
         self.frames = 0
         self.staged = 0  # writes for this socket waiting in the hub's work queue
         self.last_seen = asyncio.get_running_loop().time()  # when a frame last came from the client
+        self.oversize = 0  # size of a message bigger than the buffer limit still being taken (a big join)
 
     @property
     def open(self) -> bool:
@@ -272,9 +273,16 @@ class Hub:
         wire = conn.wire
         if not wire.open:
             return False
-        if wire.backlog() + len(data) > self.limits.send_buffer_bytes:
-            self._drop_slow(conn)
-            return False
+        backlog, limit = wire.backlog(), self.limits.send_buffer_bytes
+        if backlog <= limit:
+            conn.oversize = 0
+        if backlog + len(data) > limit + conn.oversize:
+            if len(data) <= limit or backlog > limit:
+                self._drop_slow(conn)
+                return False
+            # One message bigger than the limit (the join of a very big server) is let through
+            # once the client has caught up; the bound then allows for it until it is taken.
+            conn.oversize = len(data)
         wire.send(data, messages)
         conn.frames += len(messages)
         self.frames_sent += len(messages)

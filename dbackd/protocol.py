@@ -11,6 +11,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
+from . import jsontext
 from .events import ClientIdChanged, MessageSent, PresenceChanged
 
 UNKNOWN_SERVER = "Sorry, couldn't connect to that Discord server."
@@ -135,8 +136,8 @@ class ClientError(Exception):
 def parse(text: str) -> tuple[str, Any]:
     """A client frame → (type, parsed request). Raises ClientError with the reply's wording."""
     try:
-        message = json.loads(text)
-    except (ValueError, RecursionError):
+        message = jsontext.parse(text)
+    except jsontext.NotJson:
         raise ClientError(INVALID_JSON) from None
     if not isinstance(message, dict):
         raise ClientError(INVALID_JSON)

@@ -13,8 +13,9 @@ config-shaped users. The overlay:
 Only what the providers supplied is checked, against the config schema's own `server`
 and `user` definitions and the rules across servers (unique ids, one default), in time
 linear in what they supplied; every problem is named by server and user. `collect` asks
-on the event loop; `overlay` is plain CPU work for a thread (the declaration runs it in
-one). Nothing here applies the result.
+on the event loop; `check` and `merge` are plain CPU work for a thread (the declaration
+runs them in one, and keeps only the checked result: model objects shared with the
+effective config, never the answers themselves). Nothing here applies the result.
 """
 from __future__ import annotations
 
@@ -55,6 +56,10 @@ class Provided:
     @property
     def empty(self) -> bool:
         return self.servers is None and not self.users
+
+    def size(self) -> int:
+        """About how many entries the answers hold (to tell a bulk load from a small one)."""
+        return sum(len(a) for a in self.users.values() if isinstance(a, (Mapping, list, tuple)))
 
 
 async def collect(callbacks: Callbacks, configured: Iterable[str]) -> Provided:
@@ -108,7 +113,8 @@ class _Problems:
 
     def add(self, message: str) -> None:
         if len(self.items) < _MAX_PROBLEMS:
-            self.items.append(Problem(_WHERE, 1, 1, "", message))
+            # An answer has no lines: the n-th problem stands at "line" n, so none hides another.
+            self.items.append(Problem(_WHERE, len(self.items) + 1, 1, "", message))
 
     def raise_any(self) -> None:
         if self.items:
@@ -167,14 +173,19 @@ def _by_uid(*lists: Iterable[User]) -> tuple[User, ...]:
     return tuple(merged.values())
 
 
-def overlay(base: Config, provided: Optional[Provided]) -> Config:
-    """The base declaration with the provided one laid over it.
+@dataclass(frozen=True)
+class Checked:
+    """The providers' answers checked and normalised, ready to be laid over any base: the
+    servers they give (with the keys they gave) and their users, as model objects."""
 
-    Raises ConfigError naming each problem by server and user, or BadAnswer for an answer
-    of the wrong shape. Linear in the size of the answers; call it off the event loop.
-    """
-    if provided is None or provided.empty:
-        return base
+    servers: Mapping[str, tuple[Server, frozenset[str]]] = field(default_factory=dict)
+    users: Mapping[str, tuple[User, ...]] = field(default_factory=dict)
+
+
+def check(base: Config, provided: Provided) -> Checked:
+    """The answers checked like a config (only what they give; `merge` checks the rules across
+    servers). Raises ConfigError naming each problem by server and user, or BadAnswer for an
+    answer of the wrong shape. Linear in the size of the answers; call it off the event loop."""
     problems = _Problems()
     declared = {s.snowflake: s for s in base.servers}
     server_entries = [] if provided.servers is None else _entries(provided.servers, "snowflake", "on_get_server_data")
@@ -184,7 +195,7 @@ def overlay(base: Config, provided: Optional[Provided]) -> Config:
         if isinstance(entry.get("users"), list):
             given = [dict(u) if isinstance(u, Mapping) else u for u in entry["users"]]
             user_entries[entry["snowflake"]] = given + user_entries.get(entry["snowflake"], [])
-    users: dict[str, list[User]] = {}
+    users: dict[str, tuple[User, ...]] = {}
     for snowflake, entries in user_entries.items():
         if not entries:
             continue
@@ -192,9 +203,20 @@ def overlay(base: Config, provided: Optional[Provided]) -> Config:
         if server is None:
             problems.add(f"server {snowflake}: users given for a server that is neither configured nor provided")
             continue
-        users[snowflake] = _users(f"server {server.id}", [e if isinstance(e, dict) else {"uid": None} for e in entries],
-                                  problems)
+        users[snowflake] = tuple(_users(f"server {server.id}",
+                                        [e if isinstance(e, dict) else {"uid": None} for e in entries], problems))
     problems.raise_any()
+    return Checked(own, users)
+
+
+def merge(base: Config, checked: Optional[Checked]) -> Config:
+    """`base` with the checked answers laid over it. Raises ConfigError if the result breaks a
+    rule across servers (a short id used twice, two defaults). Users given for a server the
+    base no longer has, and did not provide, are left out."""
+    if checked is None or not (checked.servers or checked.users):
+        return base
+    own, users = checked.servers, checked.users
+    declared = {s.snowflake for s in base.servers}
     merged: list[Server] = []
     for s in base.servers:
         changes: dict[str, Any] = {}
@@ -207,9 +229,17 @@ def overlay(base: Config, provided: Optional[Provided]) -> Config:
     for snowflake, (p, _) in own.items():
         if snowflake not in declared:
             merged.append(dataclasses.replace(p, users=_by_uid(users.get(snowflake, ()))))
+    problems = _Problems()
     _check_across(merged, problems)
     problems.raise_any()
     return dataclasses.replace(base, servers=tuple(merged))
+
+
+def overlay(base: Config, provided: Optional[Provided]) -> Config:
+    """`base` with the answers checked and laid over it (check, then merge)."""
+    if provided is None or provided.empty:
+        return base
+    return merge(base, check(base, provided))
 
 
 def _check_across(servers: list[Server], problems: _Problems) -> None:

@@ -36,8 +36,11 @@ class DeclaredUser(ValueError):
     """A change only the declaration may make (removing a user the config or a provider declares)."""
 
 
-@dataclass
+@dataclass(slots=True)
 class UserState:
+    """A user as it is now; changed in place, so a stream of presence changes allocates
+    nothing that outlives its event."""
+
     uid: str
     username: str
     status: str

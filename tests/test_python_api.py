@@ -82,7 +82,7 @@ async def test_in_a_host_loop_start_broadcast_stop_without_leaking_tasks():
 async def test_as_an_async_context_manager_on_a_file():
     async with Daemon(ROOT / "examples" / "minimal.yaml", port=0, watch=False) as d:
         assert [s["id"] for s in d.servers()] == ["home"]
-    assert d._runner is None
+    assert not d.serving
 
 
 async def test_bad_input_raises_and_sends_nothing(daemon, http):
@@ -444,7 +444,7 @@ async def test_stop_cancels_callbacks_still_running(daemon, http):
     request.cancel()
     await asyncio.gather(request, return_exceptions=True)
     await asyncio.sleep(0)
-    assert not d.callbacks._tasks
+    assert d.callbacks.running == 0
     assert live_tasks() <= before
 
 

@@ -17,7 +17,7 @@ from .generated import generated_users
 from .values import STATUSES, seconds, time_of_day
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class User:
     uid: str
     username: str

@@ -30,6 +30,7 @@ log = structlog.get_logger("dbackd.declaration")
 ConfigSource = Union[Config, str, "os.PathLike[str]", Mapping[str, Any], None]
 
 EVENTS_PER_SLICE = 500  # world events applied between two yields to the event loop
+PROVIDERS = "providers"  # the layer of the host program's data providers
 
 
 def load(source: ConfigSource) -> Config:
@@ -61,7 +62,9 @@ class Declaration:
         self.world = world
         self.overrides = overrides
         self.base = world.config  # the config source's declaration, before the providers' overlay
-        self.provided: Optional[Checked] = None  # the providers' last answer, checked
+        # Layers laid over the config source's declaration, in this order: what a source found
+        # (a guild's name, the servers of `discord.auto_servers`), then the data providers' answer.
+        self.layers: dict[str, Checked] = {}
         self.loaded_at = datetime.now(timezone.utc)
         self.restart_required: tuple[str, ...] = ()
         self._lock = asyncio.Lock()
@@ -94,7 +97,7 @@ class Declaration:
         """
         async with self._lock:
             with bulk(sum(len(s.users) for s in base.servers)):
-                effective = await asyncio.to_thread(merge, base, self.provided)
+                effective = await asyncio.to_thread(self._merged, base, self.layers)
                 self.base = base
                 return await self._move(effective)
 
@@ -105,9 +108,26 @@ class Declaration:
         """
         async with self._lock:
             with bulk(provided.size()):
-                checked, effective = await asyncio.to_thread(_check_and_merge, self.base, provided)
-                self.provided = checked
+                checked = await asyncio.to_thread(check, self.base, provided)
+                layers = {**self.layers, PROVIDERS: checked}
+                effective = await asyncio.to_thread(self._merged, self.base, layers)
+                self.layers = layers
                 return await self._move(effective)
+
+    async def set_layer(self, name: str, layer: Optional[Checked]) -> list[str]:
+        """A source's own layer (model objects, already sound): servers it found, names it learnt.
+        None removes it. Raises ConfigError if the result breaks a rule across servers."""
+        async with self._lock:
+            layers = {k: v for k, v in {**self.layers, name: layer}.items() if v is not None}
+            effective = await asyncio.to_thread(self._merged, self.base, layers)
+            self.layers = layers
+            return await self._move(effective)
+
+    @staticmethod
+    def _merged(base: Config, layers: dict[str, Checked]) -> Config:
+        for name in sorted(layers, key=lambda n: n == PROVIDERS):  # the providers' answer goes last
+            base = merge(base, layers[name])
+        return base
 
     async def _move(self, new: Config) -> list[str]:
         old = self.world.config
@@ -122,11 +142,6 @@ class Declaration:
             self.restart_required = tuple(sorted(set(self.restart_required) | set(changes.restart_required)))
             log.warning("reload.restart_required", keys=list(changes.restart_required))
         return lines
-
-
-def _check_and_merge(base: Config, provided: Provided) -> tuple[Checked, Config]:
-    checked = check(base, provided)
-    return checked, merge(base, checked)
 
 
 def _compare(old: Config, new: Config) -> tuple[ConfigDiff, list[str]]:

@@ -110,6 +110,10 @@ class Metrics(Listener):
         world.subscribe(self.on_event)
         moments.listen(self)
 
+    def register(self, collector: object) -> None:
+        """Numbers another part keeps, read at scrape time (an object with collect() and describe())."""
+        self.registry.register(collector)  # type: ignore[arg-type]
+
     # -- reported by other parts -----------------------------------------------------
     def joined(self, server: str, via: str) -> None:
         self.joins.labels(server, via).inc()

@@ -19,7 +19,7 @@ from . import schema as _schema
 from . import simulation as _simulation
 from .environment import Environment
 from .errors import ConfigError, Problem
-from .model import Config, Mount, build, effective_oauth, normalise_prefix
+from .model import DISCORD_OPTIONS, Config, Mount, build, effective_oauth, normalise_prefix
 from .source import Source, parse
 from .values import seconds
 
@@ -123,6 +123,7 @@ def _check_rules(source: Source, base_dir: Path) -> tuple[list[Problem], list[st
         notes.append('no server is marked default: clients asking for "default" get an error')
 
     _check_oauth_blocks(source, data, servers, problems)
+    _check_discord(source, data, servers, problems, notes)
     api = data.get("api") if isinstance(data.get("api"), dict) else {}
     for i, token in enumerate(_list(api.get("tokens"))):
         # The schema checks length and characters; a long run of few symbols is still guessable.
@@ -149,6 +150,19 @@ def _check_rules(source: Source, base_dir: Path) -> tuple[list[Problem], list[st
 _SECRETS = {"client_secret": "DISCORD_CLIENT_SECRET", "bot_token": "DISCORD_BOT_TOKEN"}
 
 
+def _check_secret(source: Source, path: tuple, value: Any, var: str, problems: list[Problem]) -> None:
+    """A secret comes from the environment (or a credential), never from the file itself."""
+    # Plain data given from Python has no file to leak from, so it may carry the secret.
+    if not isinstance(value, str) or source.file == "<dict>":
+        return
+    if path not in source.from_env:
+        problems.append(source.problem(path, f"a secret must not be written in the file: write "
+                                             f"`{path[-1]}: ${{{var}}}` and set {var} in the environment"))
+    elif path in source.env_defaulted:
+        problems.append(source.problem(path, "the secret came from the default after `:-`, which is "
+                                             "written in the file: drop the default and set the variable"))
+
+
 def _check_oauth_blocks(source: Source, data: dict, servers: list[dict], problems: list[Problem]) -> None:
     """Each oauth block on its own: secrets only from the environment, a timeout above 0."""
     blocks = [(("oauth",), data.get("oauth"))]
@@ -157,22 +171,53 @@ def _check_oauth_blocks(source: Source, data: dict, servers: list[dict], problem
         if not isinstance(block, dict):
             continue
         for key, var in _SECRETS.items():
-            path = base + (key,)
-            # Plain data given from Python has no file to leak from, so it may carry the secret.
-            if not isinstance(block.get(key), str) or source.file == "<dict>":
-                continue
-            if path not in source.from_env:
-                problems.append(source.problem(path, f"a secret must not be written in the file: write "
-                                                     f"`{key}: ${{{var}}}` and set {var} in the environment"))
-            elif path in source.env_defaulted:
-                problems.append(source.problem(path, "the secret came from the default after `:-`, which is "
-                                                     "written in the file: drop the default and set the variable"))
+            _check_secret(source, base + (key,), block.get(key), var, problems)
         timeout = block.get("timeout")
         try:
             if timeout is not None and seconds(timeout) <= 0:
                 problems.append(source.problem(base + ("timeout",), "must be more than 0"))
         except ValueError:
             pass  # the schema reports a malformed duration
+
+
+# Privileged intents, as the Developer Portal names them (Bot → Privileged Gateway Intents).
+MEMBERS_INTENT, PRESENCE_INTENT, CONTENT_INTENT = "Server Members Intent", "Presence Intent", "Message Content Intent"
+
+
+def _check_discord(source: Source, data: dict, servers: list[dict], problems: list[Problem], notes: list[str]) -> None:
+    """The `discord` block and the servers that take their members from it."""
+    block = data.get("discord") if isinstance(data.get("discord"), dict) else None
+    if block is not None:
+        _check_secret(source, ("discord", "bot_token"), block.get("bot_token"), "DISCORD_BOT_TOKEN", problems)
+        api_base = block.get("api_base")
+        if isinstance(api_base, str) and api_base.startswith("http://") and not _is_loopback(api_base):
+            notes.append("discord: `api_base` is not https, so the bot token would cross the network in clear")
+    auto = bool(block and block.get("auto_servers") is True)
+    if not servers and not auto:
+        problems.append(source.problem(("servers",), "at least one server is needed (or `discord.auto_servers: true`)"))
+    content: list[str] = []
+    for i, s in enumerate(servers):
+        if s.get("source") != "discord":
+            given = [k for k in DISCORD_OPTIONS if k in s]
+            if given:
+                notes.append(f"server {s.get('id')}: {', '.join(given)} apply only to `source: discord` servers")
+            continue
+        if block is None:
+            problems.append(source.problem(("servers", i, "source"), "a discord server needs the top-level `discord` "
+                                           "block with `bot_token: ${DISCORD_BOT_TOKEN}`"))
+        for key in ("users", "simulation"):
+            if s.get(key):
+                problems.append(source.problem(("servers", i, key), f"a discord server's members come from the guild: "
+                                               f"`{key}` cannot be given"))
+        if s.get("messages", (block or {}).get("messages")) == "content":
+            content.append(str(s.get("id")))
+    if block is not None and ([s for s in servers if s.get("source") == "discord"] or auto):
+        if auto and block.get("messages") == "content":
+            content.append("the auto servers")
+        needed = [MEMBERS_INTENT, PRESENCE_INTENT] + ([CONTENT_INTENT] if content else [])
+        why = f" ({CONTENT_INTENT} for messages: content in {', '.join(content)})" if content else ""
+        notes.append(f"discord: enable {', '.join(needed)} for the bot in the Developer Portal "
+                     f"(Bot → Privileged Gateway Intents){why}")
 
 
 def _check_access(source: Source, data: dict, i: int, s: dict, problems: list[Problem], notes: list[str]) -> None:

@@ -6,6 +6,7 @@ new model and the world is moved from the old one to the new one.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import random
 from dataclasses import dataclass, field
@@ -161,6 +162,38 @@ class Simulation:
     generated: int = 0  # how many of the server's users `generate` made
 
 
+# The per-server keys of a `source: discord` server (a server's own replace the `discord` block's).
+DISCORD_OPTIONS = ("messages", "message_max_length", "listen_channels", "ignore_channels", "ignore_users",
+                   "include_roles", "exclude_roles", "include_bots", "hide_offline", "max_actors")
+
+
+@dataclass(frozen=True)
+class DiscordOptions:
+    """A `source: discord` server's effective options: the `discord` block's, its own keys over them."""
+
+    messages: str = "redact"  # content | redact | off
+    message_max_length: int = 200
+    listen_channels: tuple[str, ...] = ()  # ids or names
+    ignore_channels: tuple[str, ...] = ()
+    ignore_users: tuple[str, ...] = ()
+    include_roles: tuple[str, ...] = ()  # ids or names
+    exclude_roles: tuple[str, ...] = ()
+    include_bots: bool = False
+    hide_offline: bool = False
+    max_actors: Optional[int] = None  # None: every member
+
+
+@dataclass(frozen=True)
+class Discord:
+    """The `discord` block: the bot that connects to the gateway, and every discord server's defaults."""
+
+    bot_token: str = field(repr=False)
+    api_base: str = "https://discord.com/api/v10"  # without a trailing slash
+    auto_servers: bool = False
+    timeout: float = 10.0
+    defaults: DiscordOptions = DiscordOptions()
+
+
 @dataclass(frozen=True)
 class Server:
     snowflake: str
@@ -173,6 +206,9 @@ class Server:
     oauth: OAuth = OAuth()
     access: AccessRules = AccessRules()
     simulation: Optional[Simulation] = None  # None: not simulated
+    source: str = "config"  # or "discord": the members are the guild's, live
+    discord: Optional[DiscordOptions] = None  # for source "discord"
+    named: bool = True  # False: the config gave no name (a discord server takes its guild's)
 
     def public_info(self) -> dict[str, Any]:
         """What the client may see in server-list: never the password or access rules."""
@@ -254,6 +290,7 @@ class Config:
     websocket: WebSocket = WebSocket()
     metrics: MetricsEndpoint = MetricsEndpoint()
     api: Api = Api()
+    discord: Optional[Discord] = None
     file: Optional[str] = None  # where it was read from; None for a dict
     includes: tuple[Path, ...] = ()  # other files it read (corpus files), followed by reloads
     notes: tuple[str, ...] = field(default=(), compare=False)  # warnings worth showing in `check`
@@ -304,7 +341,8 @@ def build(data: Mapping[str, Any], base_dir: Path, file: Optional[str], notes: t
     the server is not simulated), as config/simulation.py resolves them.
     """
     sims = simulations or [None] * len(data["servers"])
-    servers = tuple(_server(s, sim, data["oauth"]) for s, sim in zip(data["servers"], sims))
+    discord = _discord(data.get("discord"))
+    servers = tuple(_server(s, sim, data["oauth"], discord) for s, sim in zip(data["servers"], sims))
     static = tuple(
         Mount(
             path=normalise_prefix(m["path"]),
@@ -331,12 +369,32 @@ def build(data: Mapping[str, Any], base_dir: Path, file: Optional[str], notes: t
             max_body_bytes=data["api"]["max_body_bytes"],
             rate=ApiRate(float(data["api"]["rate"]["per_second"]), data["api"]["rate"]["burst"]),
         ),
+        discord=discord,
         file=file,
         notes=notes,
     )
 
 
-def _server(s: Mapping[str, Any], sim: Optional[Mapping[str, Any]], top_oauth: Mapping[str, Any]) -> Server:
+def _options(block: Mapping[str, Any], over: Optional[DiscordOptions] = None) -> DiscordOptions:
+    """Discord options from a block's keys; keys it does not give come from `over` (the defaults)."""
+    base = over or DiscordOptions()
+    given: dict[str, Any] = {}
+    for key in DISCORD_OPTIONS:
+        if key in block:
+            value = block[key]
+            given[key] = tuple(value) if isinstance(value, list) else value
+    return dataclasses.replace(base, **given)
+
+
+def _discord(block: Optional[Mapping[str, Any]]) -> Optional[Discord]:
+    if not block:
+        return None
+    return Discord(bot_token=block["bot_token"], api_base=block["api_base"].rstrip("/"),
+                   auto_servers=block["auto_servers"], timeout=seconds(block["timeout"]), defaults=_options(block))
+
+
+def _server(s: Mapping[str, Any], sim: Optional[Mapping[str, Any]], top_oauth: Mapping[str, Any],
+            discord: Optional[Discord] = None) -> Server:
     users = [User(uid=u["uid"], username=u["username"], status=u["status"], role_color=u["roleColor"].lower())
              for u in s["users"]]
     simulation = None
@@ -347,10 +405,11 @@ def _server(s: Mapping[str, Any], sim: Optional[Mapping[str, Any]], top_oauth: M
                          generated_users(sim["generate"], sim.get("seed"), s["snowflake"], (u.uid for u in users))]
         users += generated
         simulation = build_simulation(sim, generated=len(generated))
+    source = s.get("source", "config")
     return Server(
         snowflake=s["snowflake"],
         id=s["id"],
-        name=s["name"],
+        name=s.get("name") or s["id"],
         default=s["default"],
         passworded=s["passworded"],
         password=s.get("password"),
@@ -363,6 +422,9 @@ def _server(s: Mapping[str, Any], sim: Optional[Mapping[str, Any]], top_oauth: M
             any_discord_user=s["access"]["any_discord_user"],
         ),
         simulation=simulation,
+        source=source,
+        discord=_options(s, discord.defaults if discord else None) if source == "discord" else None,
+        named="name" in s,
     )
 
 

@@ -1,0 +1,104 @@
+"""What the gateway thread hands to the event loop: plain, immutable records of a guild.
+
+They carry what the mapping needs already worked out from discord.py's objects (a member's
+shown name, colour and status, its roles by id and name), so the loop never touches
+discord.py. Records only; nothing here decides what is shown.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple, Optional, Union
+
+
+class MemberRec(NamedTuple):
+    uid: str
+    name: str  # nick, else global name, else username
+    color: str  # #rrggbb of the highest coloured role, else the default
+    status: str  # online | idle | dnd | offline
+    roles: tuple[str, ...]  # role ids
+    role_names: tuple[str, ...]
+    bot: bool
+
+
+@dataclass(frozen=True)
+class SessionStarting:
+    """A new gateway session is being set up (not a resume): whole guilds are about to arrive."""
+
+
+@dataclass(frozen=True)
+class GuildSnapshot:
+    """A guild as it is now; its members arrive in parts (`part` of `parts`, 0-based)."""
+
+    guild: str
+    name: str
+    members: tuple[MemberRec, ...]
+    part: int
+    parts: int
+
+
+@dataclass(frozen=True)
+class MembersChanged:
+    guild: str
+    members: tuple[MemberRec, ...]  # new or changed (nick, roles, a role's colour, the user's name)
+
+
+@dataclass(frozen=True)
+class MemberLeft:
+    guild: str
+    uid: str
+
+
+@dataclass(frozen=True)
+class PresenceChanged:
+    guild: str
+    uid: str
+    status: str
+
+
+@dataclass(frozen=True)
+class GuildRenamed:
+    guild: str
+    name: str
+
+
+@dataclass(frozen=True)
+class GuildGone:
+    """The bot left the guild, or the guild was deleted."""
+
+    guild: str
+
+
+@dataclass(frozen=True)
+class MessageRec:
+    guild: str
+    channel: str
+    channel_name: str
+    parent: Optional[str]  # a thread's channel
+    parent_name: Optional[str]
+    author: str
+    text: str  # mentions already written as names
+
+
+@dataclass(frozen=True)
+class Connected:
+    """Ready (a new session, every guild sent) or resumed."""
+
+    guilds: tuple[str, ...]
+    resumed: bool
+
+
+@dataclass(frozen=True)
+class Disconnected:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The connection cannot work until the config changes (a refused token, intents not enabled)."""
+
+    kind: str  # token | intents | api
+    message: str
+
+
+Record = Union[SessionStarting, GuildSnapshot, MembersChanged, MemberLeft, PresenceChanged, GuildRenamed, GuildGone,
+               MessageRec, Connected, Disconnected, Failed]

@@ -23,6 +23,14 @@ from .world import World
 
 log = structlog.get_logger("dbackd.web")
 
+# The built-in page runs no inline script or style and talks only to its own origin.
+BUILTIN_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
+                               "style-src 'self'; script-src 'self'; base-uri 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
 
 class Site:
     """The aiohttp application of one daemon, from the parts it serves."""
@@ -76,7 +84,7 @@ class Site:
             raise web.HTTPForbidden() from None
         if file is None:
             raise web.HTTPNotFound()
-        return web.FileResponse(file)
+        return web.FileResponse(file, headers=BUILTIN_HEADERS if mount.dir is None else None)
 
     async def _close_sockets(self, app: web.Application) -> None:
         await self.hub.close_all(WSCloseCode.GOING_AWAY, "server shutting down")

@@ -2,7 +2,7 @@
 
 Data flows one way: the config source → the declaration → the world (the one current
 config, servers, users) ← the other sources of change (reloader, simulation, HTTP API,
-Python API) → world events → the hub, the only part that decides what a socket is
+Python API, the Discord gateway) → world events → the hub, the only part that decides what a socket is
 sent, through its wire. Each part is built here with the few collaborators it needs;
 none is given the daemon. Start and stop it inside any asyncio loop (the command line
 does, and so can a host program, which uses the Python API offered on the daemon).
@@ -23,6 +23,7 @@ from .api import HttpApi
 from .callbacks import Callbacks
 from .config import Config
 from .declaration import ConfigSource, Declaration, Overrides, load
+from .discord import DiscordSource
 from .heartbeat import Heartbeat
 from .host import HostApi
 from .hub import Hub
@@ -77,12 +78,15 @@ class Daemon:
         self.http_api = HttpApi(self.world, self.hub)
         self.reloader = Reloader(self.declaration, self.moments, watch=watch)
         self.simulation = SimulationService(self.world, clock)
+        self.discord = DiscordSource(self.world, self.declaration)
+        self.metrics.register(self.discord)
         self.app = Site(self.world, self.hub, self.sockets, self.http_api, self.metrics, self.callbacks,
                         self.health).app
         # Started in this order, stopped in reverse: the Python API last, so callbacks still
         # running are cancelled before the sockets close.
         self.services = Services()
-        for service in (self.host_api, self.oauth, self.http_api, self.reloader, Heartbeat(self.hub), self.simulation):
+        for service in (self.host_api, self.oauth, self.http_api, self.reloader, Heartbeat(self.hub), self.simulation,
+                        self.discord):
             self.services.add(service)
         self._runner: Optional[web.AppRunner] = None
         self._started_at: Optional[float] = None  # time.monotonic() when listening began
@@ -222,4 +226,5 @@ class Daemon:
             "dropped_slow": self.hub.slow_dropped,
             "reload": self.reloader.status(),
             "restart_required": list(self.declaration.restart_required),
+            **({"discord": self.discord.status()} if self.config.discord is not None else {}),
         }

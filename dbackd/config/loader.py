@@ -193,8 +193,6 @@ def _check_discord(source: Source, data: dict, servers: list[dict], problems: li
         if isinstance(api_base, str) and api_base.startswith("http://") and not _is_loopback(api_base):
             notes.append("discord: `api_base` is not https, so the bot token would cross the network in clear")
     auto = bool(block and block.get("auto_servers") is True)
-    if not servers and not auto:
-        problems.append(source.problem(("servers",), "at least one server is needed (or `discord.auto_servers: true`)"))
     content: list[str] = []
     for i, s in enumerate(servers):
         if s.get("source") != "discord":

@@ -382,6 +382,8 @@ def _options(block: Mapping[str, Any], over: Optional[DiscordOptions] = None) ->
     for key in DISCORD_OPTIONS:
         if key in block:
             value = block[key]
+            if key == "messages" and value is False:
+                value = "off"  # YAML's reading of a bare `off`
             given[key] = tuple(value) if isinstance(value, list) else value
     return dataclasses.replace(base, **given)
 

@@ -68,6 +68,11 @@ def member_rec(member: Any) -> r.MemberRec:
 def _client_class() -> type:
     import discord
 
+    # A bot that only watches a guild needs no voice: no warning that its libraries are missing.
+    for flag in ("warn_nacl", "warn_dave"):
+        if hasattr(discord.VoiceClient, flag):
+            setattr(discord.VoiceClient, flag, False)
+
     class Client(discord.Client):
         """discord.py's client, with each event it hands on turned into a record."""
 

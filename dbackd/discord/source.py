@@ -128,6 +128,7 @@ class DiscordSource:
         self._layer: Optional[Checked] = None
         self._tasks = TaskSet("discord")
         self._bulk: Optional[asyncio.TimerHandle] = None
+        self._progress = asyncio.Condition()
 
     # -- lifecycle -----------------------------------------------------------------
     async def start(self) -> None:
@@ -185,6 +186,13 @@ class DiscordSource:
                 if i % EVENTS_PER_SLICE == 0:
                     await asyncio.sleep(0)
             await self._update_layer()
+            async with self._progress:
+                self._progress.notify_all()
+
+    async def wait_until(self, predicate) -> None:
+        """Wait until `predicate()` holds after the source has taken what the gateway sent (tests, tools)."""
+        async with self._progress:
+            await self._progress.wait_for(predicate)
 
     async def _follow_config(self) -> None:
         """The world took a new config: reconnect only when the connection itself must change."""

@@ -16,6 +16,12 @@ import structlog
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 _SECRET_KEY = re.compile(r"token|password|secret|authorization|cookie", re.IGNORECASE)
 REDACTED = "[redacted]"
+_current = ("info", "json")  # what configure() last chose: (level, format)
+
+
+def current() -> tuple[str, str]:
+    """The level and format (console or json) logging was last configured with, for a child process."""
+    return _current
 
 
 def redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -27,9 +33,11 @@ def redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> Mutab
 
 
 def configure(level: str = "info", fmt: str = "auto", stream: Optional[TextIO] = None) -> None:
+    global _current
     stream = stream or sys.stderr
     if fmt == "auto":
         fmt = "console" if stream.isatty() else "json"
+    _current = (level, fmt)
     renderer: Any
     if fmt == "json":
         renderer = structlog.processors.JSONRenderer()

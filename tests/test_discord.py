@@ -325,3 +325,35 @@ async def test_auto_servers_serve_every_guild(fake, start_daemon):
     fake.guild_delete(other)
     await until(d, lambda: d.world.resolve("other-place") is None)
     assert len(users(d)) == 3  # the configured discord server is unaffected
+
+
+async def test_a_reload_with_a_new_token_reconnects_and_a_bad_one_is_reported(fake, tmp_path, http, monkeypatch):
+    from dbackd.daemon import Daemon
+
+    from .test_metrics import scrape, value
+
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "DISCORD_BOT_TOKEN").write_text("a-wrong-token-000000000000\n")
+    monkeypatch.delenv("DISCORD_BOT_TOKEN", raising=False)
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))  # as systemd's LoadCredential does
+    path = tmp_path / "dback.yaml"
+    path.write_text(f"discord: {{bot_token: \"${{DISCORD_BOT_TOKEN}}\", api_base: \"{fake.api_base}\"}}\n"
+                    f"servers:\n  - {{snowflake: \"{HOME}\", id: home, source: discord, default: true}}\n")
+    d = Daemon(path, host="127.0.0.1", port=0, watch=False)
+    await d.start()
+    try:
+        health = await health_until(d, lambda h: h["state"] == "failed")
+        assert "refused the bot token" in health["error"]
+        m = await scrape(http, d)
+        assert value(m, "dbackd_discord_connected") == 0
+        (credentials / "DISCORD_BOT_TOKEN").write_text(TOKEN + "\n")
+        assert await d.reload()
+        await ready(d)
+        m = await scrape(http, d)
+        assert value(m, "dbackd_discord_connected") == 1
+        assert value(m, "dbackd_discord_members", server="home", which="shown") == 3
+        text = await (await http.get(f"http://127.0.0.1:{d.port}/metrics")).text()
+        assert TOKEN not in text and TOKEN not in json.dumps(d.health())
+    finally:
+        await d.stop()

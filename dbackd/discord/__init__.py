@@ -1,6 +1,6 @@
-"""A live Discord guild as a source: the bot's gateway connection (gateway.py, in a thread of its
-own) turns the guild into plain records; the source (source.py, on the event loop) turns those
-into world events for every `source: discord` server."""
+"""A live Discord guild as a source: the bot's gateway connection (gateway.py, run by a worker
+process: worker.py, process.py) turns the guild into plain records; the source (source.py, on the
+daemon's event loop) turns those into world events for every `source: discord` server."""
 from .source import DiscordSource
 
 __all__ = ["DiscordSource"]

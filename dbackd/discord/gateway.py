@@ -1,25 +1,22 @@
-"""The bot's gateway connection: discord.py's Client, in a thread with an event loop of its own.
+"""The bot's gateway connection: discord.py's Client, run by the gateway worker process (worker.py).
 
-discord.py parses every gateway message and builds an object per member on the loop it runs
-on; a 100,000-member guild is seconds of that. Here it runs on its own loop in its own
-thread, so the daemon's loop keeps serving sockets meanwhile. What happens in the guild is
-handed over as plain records (records.py) through `post`, which must be safe to call from
-this thread. discord.py does the resuming and reconnecting; this adds what it does not:
-asking `GET /gateway/bot` (endpoints.py), retrying with backoff while Discord is
-unreachable, and stopping for good (a `Failed` record) on a refused token or privileged
-intents not enabled. It never touches the world and never logs the token.
+discord.py parses every gateway message and builds an object per member; for a
+100,000-member guild that is seconds of work, and parsing one large message holds the
+interpreter lock for tens of milliseconds. So it runs in a process of its own, and what
+happens in the guild leaves it as plain records (records.py) through `post`.
+discord.py does the resuming and reconnecting; this adds what it does not: asking `GET
+/gateway/bot` (endpoints.py), retrying with backoff while Discord is unreachable, and
+stopping for good (a `Failed` record) on a refused token or privileged intents not
+enabled. It never logs the token.
 """
 from __future__ import annotations
 
 import asyncio
-import hmac
 import random
-import threading
 from typing import Any, Callable, Optional
 
 import structlog
 
-from .. import tokens
 from . import records as r
 from .endpoints import GatewayLookupFailed, gateway_url, point_at
 from .mapping import color_of, status_of
@@ -30,7 +27,6 @@ IDENTIFY_DELAY = 5.0  # seconds before a new IDENTIFY after the first (Discord a
 GUILD_READY_TIMEOUT = 2.0  # discord.py's wait after the last GUILD_CREATE before it is ready
 SNAPSHOT_PART = 1000  # members per GuildSnapshot record
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 60.0  # seconds between attempts while Discord cannot be reached
-STOP_TIMEOUT = 10.0
 
 Post = Callable[[r.Record], None]
 
@@ -65,7 +61,7 @@ def member_rec(member: Any) -> r.MemberRec:
                        tuple(str(role.id) for role in roles), tuple(role.name for role in roles), member.bot)
 
 
-def _client_class() -> type:
+def _client_class(identify_delay: float) -> type:
     import discord
 
     # A bot that only watches a guild needs no voice: no warning that its libraries are missing.
@@ -82,7 +78,7 @@ def _client_class() -> type:
 
         async def before_identify_hook(self, shard_id: Optional[int], *, initial: bool = False) -> None:
             if not initial:
-                await asyncio.sleep(IDENTIFY_DELAY)
+                await asyncio.sleep(identify_delay)
 
         async def snapshot(self, guild: Any) -> None:
             members = list(guild.members)
@@ -164,42 +160,30 @@ def _client_class() -> type:
 
 
 class Gateway:
-    """One gateway connection, in its own thread; `stop()` ends it."""
+    """One gateway connection, until `stop()`: login, connect, and try again while Discord is away."""
 
-    def __init__(self, token: str, api_base: str, timeout: float, wants: Wants, post: Post):
+    def __init__(self, token: str, api_base: str, timeout: float, wants: Wants, post: Post, *,
+                 identify_delay: float = IDENTIFY_DELAY, guild_ready_timeout: float = GUILD_READY_TIMEOUT,
+                 backoff_first: float = BACKOFF_FIRST):
         self.api_base = api_base
         self.timeout = timeout
         self.wants = wants
         self._token = token
         self._post = post
-        self._thread: Optional[threading.Thread] = None
-        self._loop: Optional[asyncio.AbstractEventLoop] = None
-        self._stop: Optional[asyncio.Event] = None
-        self._client: Any = None
-        self._started = threading.Event()
-
-    def token_differs(self, token: str) -> bool:
-        return not hmac.compare_digest(tokens.digest(token), tokens.digest(self._token))
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="dbackd-discord", daemon=True)
-        self._thread.start()
-        self._started.wait(5)
-
-    def _run(self) -> None:
-        asyncio.run(self._main())
-
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
+        self._identify_delay = identify_delay
+        self._guild_ready_timeout = guild_ready_timeout
+        self._backoff_first = backoff_first
         self._stop = asyncio.Event()
-        self._started.set()
-        delay = BACKOFF_FIRST
+        self._client: Any = None
+
+    async def run(self) -> None:
+        delay = self._backoff_first
         while not self._stop.is_set():
             outcome = await self._attempt()
             if outcome == "stopped" or self._stop.is_set():
                 return
             if outcome == "failed":
-                await self._stop.wait()  # nothing changes until the config does (a new Gateway)
+                await self._stop.wait()  # nothing changes until the config does (a new worker)
                 return
             wait = delay * random.uniform(0.8, 1.2)
             log.warning("discord.retrying", after_seconds=round(wait, 1))
@@ -222,8 +206,9 @@ class Gateway:
             self._post(r.Disconnected(str(exc)))
             return "retry"
         point_at(self.api_base, url)
-        client = _client_class()(self._post, intents=self.wants.intents(), chunk_guilds_at_startup=True,
-                                 max_messages=None, guild_ready_timeout=GUILD_READY_TIMEOUT)
+        client = _client_class(self._identify_delay)(self._post, intents=self.wants.intents(),
+                                                     chunk_guilds_at_startup=True, max_messages=None,
+                                                     guild_ready_timeout=self._guild_ready_timeout)
         self._client = client
         try:
             await client.start(self._token)
@@ -255,34 +240,14 @@ class Gateway:
         self._post(r.Failed(kind, message))
         return "failed"
 
-    def resync(self) -> None:
+    async def resync(self) -> None:
         """Send every guild again, whole (after records had to be dropped)."""
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            asyncio.run_coroutine_threadsafe(self._resync(), loop)
-
-    async def _resync(self) -> None:
         client = self._client
         if client is not None and client.is_ready():
             for guild in list(client.guilds):
                 await client.snapshot(guild)
 
     async def stop(self) -> None:
-        """Close the connection and wait for the thread to end (bounded)."""
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        if not loop.is_closed():
-            try:
-                asyncio.run_coroutine_threadsafe(self._close(), loop)
-            except RuntimeError:  # the thread's loop just ended
-                pass
-        await asyncio.get_running_loop().run_in_executor(None, thread.join, STOP_TIMEOUT)
-        if thread.is_alive():
-            log.warning("discord.stop_timeout", seconds=STOP_TIMEOUT)
-
-    async def _close(self) -> None:
-        assert self._stop is not None
         self._stop.set()
         client = self._client
         if client is not None:

@@ -1,13 +1,15 @@
-"""What the gateway thread hands to the event loop: plain, immutable records of a guild.
+"""What the gateway worker hands to the daemon: plain, immutable records of a guild, one JSON line each.
 
 They carry what the mapping needs already worked out from discord.py's objects (a member's
-shown name, colour and status, its roles by id and name), so the loop never touches
-discord.py. Records only; nothing here decides what is shown.
+shown name, colour and status, its roles by id and name), so the daemon never touches
+discord.py. `encode` and `decode` are the two ends of the pipe between the processes.
+Records only; nothing here decides what is shown.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import NamedTuple, Optional, Union
+import json
+from dataclasses import astuple, dataclass, fields
+from typing import Any, NamedTuple, Optional, Union
 
 
 class MemberRec(NamedTuple):
@@ -102,3 +104,34 @@ class Failed:
 
 Record = Union[SessionStarting, GuildSnapshot, MembersChanged, MemberLeft, PresenceChanged, GuildRenamed, GuildGone,
                MessageRec, Connected, Disconnected, Failed]
+
+
+_KINDS: dict[str, type] = {cls.__name__: cls for cls in (SessionStarting, GuildSnapshot, MembersChanged, MemberLeft,
+                                                         PresenceChanged, GuildRenamed, GuildGone, MessageRec,
+                                                         Connected, Disconnected, Failed)}
+_MEMBERS = {"GuildSnapshot", "MembersChanged"}
+
+
+def encode(record: Record) -> bytes:
+    """One record as one line of JSON: [kind, field, field, ...]."""
+    return json.dumps([type(record).__name__, *astuple(record)], ensure_ascii=False,
+                      separators=(",", ":")).encode("utf-8") + b"\n"
+
+
+def decode(line: bytes) -> Record:
+    """A line written by `encode` back into its record. Raises ValueError for anything else."""
+    data = json.loads(line)
+    if not isinstance(data, list) or not data or data[0] not in _KINDS:
+        raise ValueError("not a gateway record")
+    kind, values = data[0], data[1:]
+    cls = _KINDS[kind]
+    names = [f.name for f in fields(cls)]
+    if len(values) != len(names):
+        raise ValueError(f"a {kind} record with {len(values)} fields")
+    given: dict[str, Any] = dict(zip(names, values))
+    if kind in _MEMBERS:
+        given["members"] = tuple(MemberRec(m[0], m[1], m[2], m[3], tuple(m[4]), tuple(m[5]), bool(m[6]))
+                                 for m in given["members"])
+    elif kind == "Connected":
+        given["guilds"] = tuple(given["guilds"])
+    return cls(**given)

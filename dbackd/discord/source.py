@@ -1,8 +1,8 @@
 """The Discord source: a live guild's members, statuses, colours and chatter, as world events.
 
 A source of world changes, on the daemon's event loop. It runs one gateway connection
-(gateway.py, in a thread of its own) for every `source: discord` server, takes the
-records it hands over (bounded, in order), keeps a mirror of each guild, and changes the
+(gateway.py, in a worker process of its own: process.py) for every `source: discord`
+server, takes the records it hands over (bounded, in order), keeps a mirror of each guild, and changes the
 world through events applied in slices: a guild's members through one `View` per server
 (the filters and `max_actors`), its chat through the server's `messages` rule. Guild
 names (for servers the config does not name) and, with `auto_servers`, whole servers go
@@ -33,7 +33,8 @@ from ..providers import Checked
 from ..tasks import TaskSet
 from ..world import World
 from . import records as r
-from .gateway import Gateway, Wants
+from .gateway import Wants
+from .process import GatewayProcess
 from .mapping import channel_allowed, message_text
 from .view import Change, View
 
@@ -41,6 +42,7 @@ log = structlog.get_logger("dbackd.discord")
 
 INBOX_LIMIT = 200_000  # records waiting for the loop; past it, deltas are dropped and guilds resent whole
 EVENTS_PER_SLICE = 500  # world events between two yields to the event loop
+MEMBERS_PER_SLICE = 250  # members of a snapshot taken between two yields
 BULK_WINDOW = 300.0  # seconds a session's initial load may keep the cycle collector paused, at most
 LAYER = "discord"
 
@@ -86,7 +88,7 @@ class Guild:
     def __init__(self, name: str):
         self.name = name
         self.members: dict[str, r.MemberRec] = {}
-        self.loading: Optional[dict[str, r.MemberRec]] = None  # a snapshot arriving in parts
+        self.loading: Optional[set[str]] = None  # uids of a snapshot arriving in parts
 
 
 def wants_of(config: Config) -> Wants:
@@ -121,13 +123,14 @@ class DiscordSource:
         self.guilds: dict[str, Guild] = {}
         self.views: dict[str, View] = {}  # by server snowflake (the guild's id)
         self.missing: tuple[str, ...] = ()  # configured servers whose guild the bot is not in
-        self._gateway: Optional[Gateway] = None
+        self._gateway: Optional[GatewayProcess] = None
         self._inbox: Optional[Inbox] = None
         self._wake = asyncio.Event()
         self._config_changed = True
         self._layer: Optional[Checked] = None
         self._tasks = TaskSet("discord")
         self._bulk: Optional[asyncio.TimerHandle] = None
+        self._session_ready = False  # the new session's READY came (its guilds may still be arriving)
         self._progress = asyncio.Condition()
 
     # -- lifecycle -----------------------------------------------------------------
@@ -153,10 +156,10 @@ class DiscordSource:
     async def _connect(self, config: Config) -> None:
         settings = config.discord
         assert settings is not None and self._inbox is not None
-        self._gateway = Gateway(settings.bot_token, settings.api_base, settings.timeout, wants_of(config),
-                                self._inbox.post)
+        self._gateway = GatewayProcess(settings.bot_token, settings.api_base, settings.timeout, wants_of(config),
+                                       self._inbox.post)
         self._set_state("connecting", None)
-        self._gateway.start()
+        await self._gateway.start()
         log.info("discord.connecting", api_base=settings.api_base)
 
     async def _disconnect(self) -> None:
@@ -226,7 +229,8 @@ class DiscordSource:
             else:
                 continue
             guild = self.guilds.get(snowflake)
-            await self._apply(snowflake, view.rebuild(guild.members.values() if guild else ()))
+            if guild is not None:
+                await self._refilter(snowflake, guild)
         self._check_missing()
 
     async def _take(self, record: r.Record) -> None:
@@ -255,10 +259,12 @@ class DiscordSource:
             if record.guild in self.guilds:
                 self.guilds[record.guild].name = record.name
         elif isinstance(record, r.GuildGone):
-            if self.guilds.pop(record.guild, None) is not None and record.guild in self.views:
-                await self._apply(record.guild, self.views[record.guild].rebuild(()))
+            guild = self.guilds.pop(record.guild, None)
+            if guild is not None and record.guild in self.views:
+                await self._forget(record.guild, guild)
             log.info("discord.guild_gone", guild=record.guild)
         elif isinstance(record, r.SessionStarting):
+            self._session_ready = False
             self._begin_bulk()
         elif isinstance(record, r.Connected):
             await self._connected(record)
@@ -278,10 +284,11 @@ class DiscordSource:
     async def _connected(self, record: r.Connected) -> None:
         if not record.resumed:  # a new session sent every guild the bot is in again
             for gone in [g for g in self.guilds if g not in record.guilds]:
-                del self.guilds[gone]
+                guild = self.guilds.pop(gone)
                 if gone in self.views:
-                    await self._apply(gone, self.views[gone].rebuild(()))
-            self._end_bulk()
+                    await self._forget(gone, guild)
+            self._session_ready = True
+            self._end_bulk_if_loaded()
         self._set_state("ready", None)
         self._check_missing()
         log.info("discord.ready" if not record.resumed else "discord.resumed", guilds=len(record.guilds),
@@ -300,22 +307,50 @@ class DiscordSource:
         self.missing = missing
 
     async def _snapshot(self, record: r.GuildSnapshot) -> None:
+        """A part of a whole guild: its members are taken as they come, and once the last part is
+        in, members the snapshot no longer has are gone. O(part) per part, never O(guild)."""
         guild = self.guilds.get(record.guild)
         if guild is None:
             guild = self.guilds[record.guild] = Guild(record.name)
         if record.part == 0:
-            guild.loading = {}
+            guild.loading = set()
         if guild.loading is None:
             return  # a part without its beginning: a later snapshot brings the whole guild
-        guild.loading.update((m.uid, m) for m in record.members)
-        if record.part + 1 < record.parts:
-            return
-        guild.name, guild.members, guild.loading = record.name, guild.loading, None
+        guild.name = record.name
         view = self.views.get(record.guild)
-        if view is not None:
-            with bulk.bulk(len(guild.members)):
-                await self._apply(record.guild, view.rebuild(guild.members.values()))
+        loading = guild.loading
+        for i, member in enumerate(record.members, 1):
+            loading.add(member.uid)
+            if guild.members.get(member.uid) != member:
+                guild.members[member.uid] = member
+                if view is not None:
+                    await self._apply(record.guild, view.update(member.uid, member))
+            if i % MEMBERS_PER_SLICE == 0:
+                await asyncio.sleep(0)
+        if record.part + 1 == record.parts:
+            guild.loading = None
+            for uid in set(guild.members) - loading:
+                del guild.members[uid]
+                if view is not None:
+                    await self._apply(record.guild, view.update(uid, None))
+            self._end_bulk_if_loaded()
         self._check_missing()
+
+    async def _refilter(self, snowflake: str, guild: Guild) -> None:
+        """New options for a server: every member is placed again, a slice at a time."""
+        view = self.views[snowflake]
+        for i, (uid, member) in enumerate(list(guild.members.items()), 1):
+            await self._apply(snowflake, view.update(uid, member))
+            if i % EVENTS_PER_SLICE == 0:
+                await asyncio.sleep(0)
+
+    async def _forget(self, snowflake: str, guild: Guild) -> None:
+        """The guild is gone: its members leave the server's world, a slice at a time."""
+        view = self.views[snowflake]
+        for i, uid in enumerate(list(guild.members), 1):
+            await self._apply(snowflake, view.update(uid, None))
+            if i % EVENTS_PER_SLICE == 0:
+                await asyncio.sleep(0)
 
     async def _member(self, snowflake: str, uid: str, member: Optional[r.MemberRec]) -> None:
         view = self.views.get(snowflake)
@@ -399,6 +434,10 @@ class DiscordSource:
         if self._bulk is None:
             bulk.begin()
             self._bulk = asyncio.get_running_loop().call_later(BULK_WINDOW, self._end_bulk)
+
+    def _end_bulk_if_loaded(self) -> None:
+        if self._session_ready and not any(g.loading is not None for g in self.guilds.values()):
+            self._end_bulk()
 
     def _end_bulk(self) -> None:
         if self._bulk is not None:

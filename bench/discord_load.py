@@ -1,0 +1,209 @@
+"""A big Discord guild as a source: its load, and a storm of presence updates, against the fake Discord.
+
+Three processes on loopback: the fake Discord (tests/fakes/discord.py) with a generated
+guild of --members members (20 % online) and scripted presence updates; an embedded
+dbackd whose event loop is watched by a loop-lag probe; and a client process that keeps
+joining another server (a config server) every 100 ms through the whole load, timing
+each join from TCP connect to server-join, and that holds --clients sockets on the big
+server for the storm.
+
+Measured: the load (gateway connect to every member in the world) with the longest and
+p99 loop stall and the other server's join latency meanwhile; then --rate presence
+updates a second for --seconds seconds: how many reached the world and each client, the
+delivery latency (the fake's send to the client's receipt, p50/p99/max) and the stalls.
+
+    python bench/discord_load.py [--members 100000] [--rate 1000] [--seconds 10] [--clients 10]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT))
+
+from lagprobe import LagProbe  # noqa: E402
+
+TOKEN = "bench-bot-token-0123456789"
+BIG = "700000000000000001"
+
+# The fake Discord, in its own process: commands on stdin, answers on stdout.
+FAKE = r"""
+import asyncio, json, sys, time
+sys.path.insert(0, sys.argv[1])
+from tests.fakes.discord import FakeDiscord
+async def main(members):
+    async with FakeDiscord(token=sys.argv[3], heartbeat_interval=30.0, replay_limit=50000,
+                           send_queue_limit=200000, record_limit=1000) as fake:
+        guild = fake.add_large_guild(id=sys.argv[4], members=members, online_fraction=0.2, seed=1)
+        uids = [uid for uid in guild.members if uid != fake.bot.id]
+        print(json.dumps({"api_base": fake.api_base}), flush=True)
+        reader = asyncio.StreamReader()
+        await asyncio.get_running_loop().connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        while True:
+            line = await reader.readline()
+            if not line:
+                return
+            rate, seconds = (float(x) for x in line.split())
+            sent = {}
+            n = int(rate * seconds)
+            t0 = time.time()
+            for i in range(n):
+                due = t0 + i / rate
+                delay = due - time.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                uid = uids[i % len(uids)]
+                status = "dnd" if guild.status(uid) != "dnd" else "idle"
+                fake.presence_update(guild.id, uid, status)
+                sent[uid] = time.time()
+            print(json.dumps({"sent": sent, "elapsed": time.time() - t0}), flush=True)
+asyncio.run(main(int(sys.argv[2])))
+"""
+
+# The clients: a join to `local` every 100 ms until told to stop; sockets on the big server for the storm.
+CLIENTS = r"""
+import asyncio, json, sys, time, aiohttp
+async def main(port, clients):
+    joins, stop = [], asyncio.Event()
+    async with aiohttp.ClientSession() as http:
+        async def prober():
+            while not stop.is_set():
+                t0 = time.perf_counter()
+                async with http.ws_connect(f"http://127.0.0.1:{port}/ws") as ws:
+                    await ws.receive()
+                    await ws.send_json({"type": "connect", "data": {"server": "local"}})
+                    while True:
+                        msg = json.loads((await ws.receive()).data)
+                        if msg["type"] == "server-join":
+                            break
+                joins.append(time.perf_counter() - t0)
+                try:
+                    await asyncio.wait_for(stop.wait(), 0.1)
+                except asyncio.TimeoutError:
+                    pass
+        seen = [dict() for _ in range(clients)]
+        async def member(i):
+            async with http.ws_connect(f"http://127.0.0.1:{port}/ws", max_msg_size=0) as ws:
+                await ws.receive()
+                await ws.send_json({"type": "connect", "data": {"server": "big"}})
+                async for msg in ws:
+                    data = json.loads(msg.data)
+                    if data["type"] == "presence":
+                        seen[i][data["data"]["uid"]] = time.time()
+                    elif data["type"] == "server-join":
+                        print("joined", flush=True)
+        probe = asyncio.ensure_future(prober())
+        members = []
+        reader = asyncio.StreamReader()
+        await asyncio.get_running_loop().connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        while True:
+            line = (await reader.readline()).decode().strip()
+            if line == "stop-joins":
+                stop.set(); await probe
+                print(json.dumps({"joins": joins}), flush=True)
+            elif line == "members":
+                members = [asyncio.ensure_future(member(i)) for i in range(clients)]
+            elif line == "report" or not line:
+                print(json.dumps({"seen": seen}), flush=True)
+                return
+asyncio.run(main(int(sys.argv[1]), int(sys.argv[2])))
+"""
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * q))] if values else float("nan")
+
+
+async def readline_json(proc) -> dict:
+    while True:
+        line = await asyncio.wait_for(proc.stdout.readline(), 600)
+        if not line:
+            raise RuntimeError("a helper process ended early")
+        if line.startswith(b"{"):
+            return json.loads(line)
+
+
+async def run(members: int, rate: float, seconds: float, clients: int) -> None:
+    from dbackd import Daemon, logs
+
+    logs.configure("warning", "console", sys.stderr)
+    fake = await asyncio.create_subprocess_exec(sys.executable, "-c", FAKE, str(ROOT), str(members), TOKEN, BIG,
+                                                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=2**28)
+    api_base = (await readline_json(fake))["api_base"]
+    os.environ["DISCORD_BOT_TOKEN"] = TOKEN
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "dback.yaml"
+        path.write_text(f"discord: {{bot_token: \"${{DISCORD_BOT_TOKEN}}\", api_base: \"{api_base}\"}}\n"
+                        "servers:\n"
+                        "  - {snowflake: \"1\", id: local, name: Local, default: true, users: [{uid: \"11\", username: a}]}\n"
+                        f"  - {{snowflake: \"{BIG}\", id: big, source: discord, include_bots: true}}\n")
+        d = Daemon(path, host="127.0.0.1", port=0, watch=False)
+        t0 = time.perf_counter()
+        await d.start()  # listening from here on; the gateway connects in the background
+        probe = LagProbe().start()
+        joiner = await asyncio.create_subprocess_exec(sys.executable, "-c", CLIENTS, str(d.port), str(clients),
+                                                      stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=2**28)
+        await d.discord.wait_until(lambda: len(d.world.servers[BIG].users) >= members)
+        load_time = time.perf_counter() - t0
+        load_lag = probe.stop()
+        joiner.stdin.write(b"stop-joins\n")
+        joins = (await readline_json(joiner))["joins"]
+        print(f"load: {members:,} members in {load_time:.1f} s; loop stall max {load_lag['max_ms']} ms, "
+              f"p99 {load_lag['p99_ms']} ms")
+        print(f"joins to another server during the load: {len(joins)}, p50 {pct(joins, .5) * 1000:.1f} ms, "
+              f"p99 {pct(joins, .99) * 1000:.1f} ms, max {max(joins) * 1000:.1f} ms")
+        joiner.stdin.write(b"members\n")
+        for _ in range(clients):
+            assert (await joiner.stdout.readline()).strip() == b"joined"
+        applied = [0]
+
+        def count(event) -> None:
+            if getattr(event, "server", None) == BIG:
+                applied[0] += 1
+
+        d.world.subscribe(count)
+        probe = LagProbe().start()
+        fake.stdin.write(f"{rate} {seconds}\n".encode())
+        sent = (await readline_json(fake))["sent"]
+        await d.discord.wait_until(lambda: applied[0] >= len(sent))
+        storm_lag = probe.stop()
+        joiner.stdin.write(b"report\n")
+        seen = (await readline_json(joiner))["seen"]
+        latencies = [t - sent[uid] for client in seen for uid, t in client.items() if uid in sent]
+        delivered = min(len(client) for client in seen) if seen else 0
+        print(f"storm: {len(sent):,} presence updates at {rate:g}/s; {applied[0]:,} applied to the world; "
+              f"each of {clients} clients got at least {delivered:,}")
+        print(f"delivery (fake → client): p50 {pct(latencies, .5) * 1000:.1f} ms, p99 {pct(latencies, .99) * 1000:.1f} ms, "
+              f"max {max(latencies) * 1000:.1f} ms; loop stall max {storm_lag['max_ms']} ms, p99 {storm_lag['p99_ms']} ms")
+        await d.stop()
+        for proc in (fake, joiner):
+            proc.stdin.close()
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except asyncio.TimeoutError:
+                proc.kill()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--members", type=int, default=100_000)
+    p.add_argument("--rate", type=float, default=1000)
+    p.add_argument("--seconds", type=float, default=10)
+    p.add_argument("--clients", type=int, default=10)
+    args = p.parse_args()
+    asyncio.run(run(args.members, args.rate, args.seconds, args.clients))
+
+
+if __name__ == "__main__":
+    main()

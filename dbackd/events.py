@@ -15,7 +15,13 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class PresenceChanged:
-    """A user's status changed, or the user appeared (with username), or left (delete)."""
+    """A user's status changed, or the user appeared (with username), or left (delete).
+
+    As a source asks for it, `username` and `role_color` are what it wants set. As the world
+    hands it out (applied), they are exactly what changed: an arrival carries both, a user
+    whose name changed is `renamed`, and a change to a uid the server does not have (a
+    delete of a stranger) is not handed out at all.
+    """
 
     server: str  # guild snowflake
     uid: str
@@ -23,6 +29,7 @@ class PresenceChanged:
     username: Optional[str] = None
     role_color: Optional[str] = None
     delete: bool = False
+    renamed: bool = False
 
 
 @dataclass(frozen=True)

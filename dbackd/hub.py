@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 import structlog
 
 from . import protocol
-from .events import ConfigReplaced, Event, ServerClosed, ServerListChanged
+from .events import ConfigReplaced, Event, PresenceChanged, ServerClosed, ServerListChanged
 from .protocol import Outgoing
 from .tasks import cancel_and_wait
 from .wire import CLOSE_GRACE, Wire
@@ -31,6 +31,7 @@ _ids = itertools.count(1)
 
 CLOSE_GOING_AWAY = 1001
 CLOSE_TRY_AGAIN_LATER = 1013
+SILENT_INTERVALS = 3  # heartbeat intervals without a frame or pong before a socket is closed
 WRITES_PER_TURN = 250  # socket writes per event-loop turn while a broadcast goes out
 
 
@@ -138,16 +139,21 @@ class Hub:
             self.limits = event.config.limits  # the buffer limit and the heartbeat apply at once
             return
         if isinstance(event, ServerListChanged):
-            self.broadcast_all(Outgoing.of(protocol.server_list(self.world.server_list())))
+            # Not to open sockets: the d-zone frontend rejoins on every server-list and adds one
+            # more "Server" button each time. New sockets get the new list when they open.
             return
         if isinstance(event, ServerClosed):
             self._close_server(event)
             return
-        if not self.members.get(getattr(event, "server", "")):
+        server = getattr(event, "server", "")
+        if not self.members.get(server):
             return  # nobody watches this server: nothing to encode
-        message = protocol.for_event(event)
-        if message is not None:
-            self.broadcast(event.server, Outgoing.of(message))  # type: ignore[union-attr]
+        user = None
+        if isinstance(event, PresenceChanged) and event.renamed:
+            live = self.world.servers[server].users.get(event.uid)
+            user = live.entry() if live is not None else None
+        for message in protocol.frames_for(event, user):
+            self.broadcast(server, Outgoing.of(message))
 
     def broadcast(self, server: str, message: Outgoing) -> None:
         """Queue one encoded message for every member of a server."""
@@ -289,14 +295,23 @@ class Hub:
         return True
 
     def _close_server(self, event: ServerClosed) -> None:
+        """Who may no longer see a server: one short error, then the default server's world.
+
+        The d-zone frontend, once it shows a world, only shows an `error` and stays where it
+        is; a `server-join` it takes at any time, so it ends on the default server."""
         self._stage()
         text = (protocol.SERVER_GONE if event.removed
                 else protocol.ACCESS_CHANGED if event.everyone else protocol.SERVER_PRIVATE)
         notice = Outgoing.of(protocol.error(text))
+        fallback = self.world.resolve("default")
+        if fallback is not None and (fallback.snowflake == event.server or fallback.info.passworded):
+            fallback = None  # nowhere public to go: the error alone
         for conn in list(self.members.get(event.server, ())):
             if event.removed or event.everyone or conn.authenticated != event.server:
                 self.leave(conn)
                 self.send(conn, notice)
+                if fallback is not None:
+                    self.join(conn, fallback, "default", authenticated=False)
 
     def _drop_slow(self, conn: Connection) -> None:
         self.slow_dropped += 1
@@ -322,8 +337,10 @@ class Hub:
         self.send(conn, Outgoing.pong(data))
 
     def heartbeat(self, now: float, interval: float) -> int:
-        """Drop sockets not heard from for two intervals, ping the rest; returns how many were dropped."""
-        dead = [c for c in self.connections if c.open and now - c.last_seen > 2 * interval]
+        """Drop sockets not heard from for SILENT_INTERVALS intervals, ping the rest; returns how many
+        were dropped. The d-zone frontend does not reconnect to a socket that closed (it goes on to
+        another address), so only a socket that missed several pings in a row is taken for dead."""
+        dead = [c for c in self.connections if c.open and now - c.last_seen > SILENT_INTERVALS * interval]
         for conn in dead:
             log.info("socket.heartbeat_timeout", conn=conn.id, peer=conn.peer, silent=round(now - conn.last_seen, 1))
             self.drop(conn, CLOSE_GOING_AWAY, b"no answer to ping")

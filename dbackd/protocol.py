@@ -100,8 +100,22 @@ def user_entry(uid: str, username: str, status: str, role_color: str) -> dict:
     return {"uid": uid, "username": username, "status": status, "roleColor": role_color}
 
 
+def frames_for(event: Any, user: Optional[dict] = None) -> list[dict]:
+    """The messages an applied world event becomes for a server's members, in the order the
+    d-zone frontend needs them. It never applies a new `username` to an actor it has, so a
+    rename is the actor removed and added again (`user`: the renamed user's entry)."""
+    if isinstance(event, PresenceChanged) and event.renamed and user is not None:
+        return [{"type": "presence", "server": event.server,
+                 "data": {"uid": event.uid, "status": event.status, "delete": True}},
+                {"type": "presence", "server": event.server,
+                 "data": {"uid": event.uid, "status": user["status"], "username": user["username"],
+                          "roleColor": user["roleColor"]}}]
+    message = for_event(event)
+    return [message] if message is not None else []
+
+
 def for_event(event: Any) -> Optional[dict]:
-    """The message a world event becomes on the wire, for a server's members."""
+    """The message a world event describes (one per event: `dbackd simulate` prints these)."""
     if isinstance(event, PresenceChanged):
         data: dict[str, Any] = {"uid": event.uid, "status": event.status}
         if event.username is not None:

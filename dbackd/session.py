@@ -78,8 +78,8 @@ class Session:
         if state is None:
             self._refuse(request, "unknown_server", protocol.UNKNOWN_SERVER)
             return
-        # A second connect moves the socket: it leaves the old server (and its grant) first.
-        self.hub.leave(conn)
+        # A second connect moves the socket once it is let in; refused, it stays where it is
+        # (the d-zone frontend, showing a world, stays on it after an error).
         verdict = await self.access.check(state.info, request)
         if verdict is not Verdict.ALLOWED:
             self._refuse(request, verdict.value, _REFUSALS[verdict])

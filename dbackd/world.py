@@ -153,20 +153,10 @@ class World:
     def apply(self, event: Event) -> None:
         """The one place the world's state changes. Then every subscriber sees the event."""
         if isinstance(event, PresenceChanged):
-            state = self.servers[event.server]
-            if event.delete:
-                state.drop(event.uid)
-            else:
-                user = state.users.get(event.uid)
-                if user is None:
-                    user = UserState(event.uid, event.username or event.uid, event.status, event.role_color or "#ffffff")
-                else:
-                    user.status = event.status
-                    if event.username is not None:
-                        user.username = event.username
-                    if event.role_color is not None:
-                        user.role_color = event.role_color
-                state.put(user)
+            applied = self._presence(event)
+            if applied is None:
+                return  # changed nothing anyone was shown
+            event = applied
         elif isinstance(event, ClientIdChanged):
             self.servers[event.server].client_id = event.client_id
         elif isinstance(event, ConfigReplaced):
@@ -227,6 +217,30 @@ class World:
                     u.username if "username" in fields else None,
                     u.role_color if "role_color" in fields else None,
                 )
+
+    def _presence(self, event: PresenceChanged) -> Optional[PresenceChanged]:
+        """Apply a presence change; the event as applied (what changed), or None if nothing did."""
+        state = self.servers[event.server]
+        user = state.users.get(event.uid)
+        if event.delete:
+            if user is None:
+                return None  # a stranger: no client was shown it (the frontend would spawn it)
+            state.drop(event.uid)
+            return PresenceChanged(event.server, event.uid, event.status, delete=True)
+        if user is None:  # an arrival always carries its name and colour: a nameless actor is a bug
+            user = UserState(event.uid, event.username or event.uid, event.status, event.role_color or "#ffffff")
+            state.put(user)
+            return PresenceChanged(event.server, event.uid, user.status, user.username, user.role_color)
+        renamed = event.username is not None and event.username != user.username
+        recoloured = event.role_color is not None and event.role_color != user.role_color
+        user.status = event.status
+        if renamed:
+            user.username = event.username  # type: ignore[assignment]
+        if recoloured:
+            user.role_color = event.role_color  # type: ignore[assignment]
+        state.put(user)
+        return PresenceChanged(event.server, event.uid, user.status, user.username if renamed else None,
+                               user.role_color if recoloured else None, renamed=renamed)
 
     def reconfigure(self, new: Config) -> ConfigDiff:
         """Move the world to a new declaration in one step (tools and small configs; the

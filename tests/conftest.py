@@ -37,6 +37,15 @@ class Client:
         assert message["type"] == kind, message
         return message
 
+    async def recv_renamed(self) -> dict:
+        """A rename as the d-zone frontend needs it: the actor removed, then added with every field.
+        Returns the second message."""
+        gone, back = await self.recv(), await self.recv()
+        assert gone["type"] == back["type"] == "presence", (gone, back)
+        assert gone["data"]["delete"] is True and gone["data"]["uid"] == back["data"]["uid"], (gone, back)
+        assert set(back["data"]) == {"uid", "status", "username", "roleColor"}, back
+        return back
+
     async def send(self, message: Any) -> None:
         await self.ws.send_str(message if isinstance(message, str) else json.dumps(message))
 

@@ -145,10 +145,8 @@ async def test_changes_in_the_guild_reach_clients(fake, start_daemon, open_clien
     added = (await client.recv())["data"]
     assert added == {"uid": DAVE, "status": "offline", "username": "dave", "roleColor": "#3498db"}
     fake.member_update(HOME, DAVE, nick="Dave the Mod")
-    renamed = [(await client.recv())["data"]]
-    while renamed[-1].get("delete"):  # a rename may be sent as a delete and a re-add
-        renamed.append((await client.recv())["data"])
-    assert renamed[-1]["username"] == "Dave the Mod" and users(d)[DAVE]["username"] == "Dave the Mod"
+    renamed = (await client.recv_renamed())["data"]  # a nickname is a rename: a delete, then a re-add
+    assert renamed == {"uid": DAVE, "status": "offline", "username": "Dave the Mod", "roleColor": "#3498db"}
     fake.role_update(HOME, MODS, color=0x00FF00)  # a role's colour edited recolours its members
     recoloured = {}
     while set(recoloured) != {ALICE, DAVE}:

@@ -342,7 +342,7 @@ async def test_put_creates_then_updates_a_runtime_user(live, open_client):
     assert (await c.recv())["data"] == {"uid": "13", "status": "online", "username": "dave", "roleColor": "#abcdef"}
     status, body, _ = await call("PUT", "/api/servers/home/users/13", {"username": "david", "status": "dnd"})
     assert status == 200 and body["username"] == "david" and body["status"] == "dnd" and body["roleColor"] == "#abcdef"
-    assert (await c.recv())["data"] == {"uid": "13", "status": "dnd", "username": "david"}
+    assert (await c.recv_renamed())["data"] == {"uid": "13", "status": "dnd", "username": "david", "roleColor": "#abcdef"}
     late = await open_client(d)
     assert (await late.connect("home"))["data"]["users"]["13"]["username"] == "david"
 

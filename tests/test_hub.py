@@ -192,7 +192,7 @@ async def test_heartbeat_pings_and_drops_the_silent(start_daemon, open_client):
     assert d.hub.heartbeat(loop.time(), 30) == 0
     await alive.assert_quiet()  # the ping was answered with a pong (not surfaced), then the probe
     # Time passes for the silent socket only (its last frame was long ago): it goes, alone.
-    quiet_one.last_seen -= 61
+    quiet_one.last_seen -= 3 * 30 + 1
     assert d.hub.heartbeat(loop.time(), 30) == 1
     assert d.hub.count("1") == 1 and not quiet_one.open
     d.world.say("a", "11", "still here", "c")

@@ -152,9 +152,9 @@ async def test_user_provider_at_start_and_on_refresh(daemon, http):
     assert {u["uid"]: u["declared"] for u in d.users("home")} == {"11": True, "12": True, "31": True}
     answer["home"] = {"32": {"username": "bot-two"}}
     assert await d.refresh() is True
-    got = [(await c.recv())["data"] for _ in range(3)]
+    got = [(await c.recv())["data"] for _ in range(4)]
     # Back to the config's declaration (the provider's user had the default colour).
-    assert {"uid": "11", "status": "online", "username": "alice", "roleColor": "#111111"} in got
+    assert {"uid": "11", "status": "online", "username": "alice", "roleColor": "#111111"} in got  # renamed: re-added
     assert {"uid": "31", "status": "idle", "delete": True} in got
     assert {"uid": "32", "status": "online", "username": "bot-two", "roleColor": "#ffffff"} in got
     await c.assert_quiet()
@@ -253,7 +253,7 @@ async def test_provider_overlay_survives_a_reload(tmp_path, http):
         c = await client(http, d, "home")
         path.write_text(path.read_text().replace("name: Home", "name: Home2"))
         assert await d.reload() is True
-        assert (await c.recv_type("server-list"))["data"]["1"]["name"] == "Home2"
+        assert d.servers()[0]["name"] == "Home2"
         assert [u["uid"] for u in d.users("home")] == ["11", "31"]
         await c.assert_quiet()  # the provided user was not deleted and re-added
         # A file that clashes with what the provider declares is refused like a broken file.

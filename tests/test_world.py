@@ -125,7 +125,7 @@ def test_a_transition_in_order():
     assert seen[1] == ServerClosed("2", removed=True) and seen[2] == ServerClosed("1", removed=False)
     assert seen[4] == ClientIdChanged("1", "506432803173433344")
     presences = {(e.server, e.uid): e for e in seen if isinstance(e, PresenceChanged)}
-    assert presences[("1", "11")] == PresenceChanged("1", "11", "dnd", "x2", None)  # the live status stays
+    assert presences[("1", "11")] == PresenceChanged("1", "11", "dnd", "x2", None, renamed=True)  # the live status stays
     assert presences[("1", "12")].status == "online"  # a changed declared status wins
     assert presences[("1", "13")].username == "new"
     assert {uid for sf, uid in presences if sf == "3"} == {"31", "32"}  # a new server's users arrive as additions
@@ -142,7 +142,7 @@ def test_a_transition_reads_the_state_of_its_time():
     w.apply(replaced)
     w.set_presence("a", "11", "idle")  # another source moves the user in between
     rename = next(events)
-    assert rename == PresenceChanged("1", "11", "idle", "x-renamed", None)
+    assert rename == PresenceChanged("1", "11", "idle", "x-renamed", None)  # as asked; applied, it is a rename
 
 
 def test_server_list_is_rebuilt_after_list_events():

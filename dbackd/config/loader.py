@@ -120,7 +120,8 @@ def _check_rules(source: Source, base_dir: Path) -> tuple[list[Problem], list[st
         line, _ = source.position(("servers", defaults[0], "default"))
         problems.append(source.problem(("servers", i, "default"), f"only one server may be the default (already servers[{defaults[0]}], line {line})"))
     if not defaults:
-        notes.append('no server is marked default: clients asking for "default" get an error')
+        notes.append('no server is marked default: clients asking for "default" get the first server that is not '
+                     'passworded (the d-zone frontend asks for it again after every error until it has a world)')
 
     _check_oauth_blocks(source, data, servers, problems)
     _check_discord(source, data, servers, problems, notes)

@@ -298,7 +298,10 @@ class Config:
     def server(self, ref: Optional[str]) -> Optional[Server]:
         """Find a server by short id, "default", or guild snowflake (lenient, as the protocol asks)."""
         if ref is None or not str(ref).strip() or ref == "default":
-            return next((s for s in self.servers if s.default), None)
+            # Without a marked default, the first public server: a frontend with no world yet asks
+            # for "default" again after every error, so "none" would be a loop of errors.
+            return (next((s for s in self.servers if s.default), None)
+                    or next((s for s in self.servers if not s.passworded), None))
         ref = str(ref).strip()
         for s in self.servers:
             if s.id == ref:

@@ -1,9 +1,10 @@
 """Callbacks of a host program, run with a timeout each and their failures contained.
 
 A program that embeds dbackd registers async functions on its Daemon (data providers, an
-OAuth validator, a client-id provider, a static-request hook); this module runs them. A
-callback that raises, outlives its timeout or answers something unusable is logged (with
-its exception) and counts as "no answer": the callers turn that into the protocol's own
+OAuth validator, a client-id provider, a static-request hook, hooks awaited before a
+socket's server list and before each join); this module runs them. A callback that
+raises, outlives its timeout or answers something unusable is logged (with its
+exception) and counts as "no answer": the callers turn that into the protocol's own
 errors, so user code never crashes the daemon or holds up other clients. Every task
 started here is owned here and cancelled on stop. Nothing here changes state except
 through the world's event builders.
@@ -36,6 +37,8 @@ DEFAULT_TIMEOUTS = {
     "on_validate_discord_user": 5.0,
     "on_get_client_id": 2.0,
     "on_static_request": 5.0,
+    "before_server_list": 10.0,
+    "before_join": 10.0,
 }
 _CLOSE_GRACE = 1.0  # seconds given to cancelled callbacks to finish when the daemon stops
 
@@ -175,6 +178,26 @@ class Callbacks:
         current = self.world.servers.get(state.snowflake)
         if current is not None and current.client_id != answer:
             self.world.set_client_id(state.snowflake, answer)
+
+    async def before_server_list(self) -> None:
+        """The host program's hook before a new socket is sent its server list, if one is registered.
+
+        Awaited (with its timeout), so what it changes in the world is in that list; its
+        answer is ignored, and a failure is logged and the list goes out as the world has it.
+        """
+        await self._hook("before_server_list")
+
+    async def before_join(self, server: str) -> None:
+        """The host program's hook at each `connect`, before the server asked for is looked up."""
+        await self._hook("before_join", server)
+
+    async def _hook(self, name: str, *args: Any) -> None:
+        if name not in self.registered:
+            return
+        try:
+            await self.call(name, *args)
+        except CallbackFailed:
+            pass  # logged by call(); the socket goes on with the world as it is
 
     async def static_response(self, path: str) -> Optional[web.StreamResponse]:
         """The static hook's answer for a path; None to fall through to the static files."""

@@ -168,6 +168,8 @@ class Daemon:
     on_validate_discord_user = _python_api(HostApi.on_validate_discord_user)
     on_get_client_id = _python_api(HostApi.on_get_client_id)
     on_static_request = _python_api(HostApi.on_static_request)
+    before_server_list = _python_api(HostApi.before_server_list)
+    before_join = _python_api(HostApi.before_join)
 
     # -- facts ---------------------------------------------------------------------
     @property

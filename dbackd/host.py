@@ -33,6 +33,8 @@ UserProvider = TypeVar("UserProvider", bound=Callable[[str], Awaitable[Any]])
 Validator = TypeVar("Validator", bound=Callable[[str, dict, str], Awaitable[bool]])
 ClientIdProvider = TypeVar("ClientIdProvider", bound=Callable[[str], Awaitable[Optional[str]]])
 StaticHook = TypeVar("StaticHook", bound=Callable[[str], Awaitable[Optional[tuple[str, Union[bytes, str, Path]]]]])
+OpenHook = TypeVar("OpenHook", bound=Callable[[], Awaitable[Any]])
+JoinHook = TypeVar("JoinHook", bound=Callable[[str], Awaitable[Any]])
 
 
 class HostApi:
@@ -183,6 +185,36 @@ class HostApi:
         """
         return self._register("on_static_request", fn, timeout)
 
+    @overload
+    def before_server_list(self, fn: OpenHook, *, timeout: Optional[float] = None) -> OpenHook: ...
+
+    @overload
+    def before_server_list(self, fn: None = None, *, timeout: Optional[float] = None) -> Callable[[OpenHook], OpenHook]: ...
+
+    def before_server_list(self, fn: Any = None, *, timeout: Optional[float] = None) -> Any:
+        """Register `async fn()`, awaited before each new socket is sent its server list.
+
+        What it changes in the world (a `refresh()`, say) is in that list. Its answer is
+        ignored; if it raises or outlives its timeout (default 10 s) the list goes out as
+        the world has it. The socket's frames wait for it; other sockets do not.
+        """
+        return self._register("before_server_list", fn, timeout)
+
+    @overload
+    def before_join(self, fn: JoinHook, *, timeout: Optional[float] = None) -> JoinHook: ...
+
+    @overload
+    def before_join(self, fn: None = None, *, timeout: Optional[float] = None) -> Callable[[JoinHook], JoinHook]: ...
+
+    def before_join(self, fn: Any = None, *, timeout: Optional[float] = None) -> Any:
+        """Register `async fn(server)`, awaited at each `connect` before the server is looked up.
+
+        `server` is what the client asked for (a short id, a snowflake or "default"), so a
+        server the hook brings into the world can be joined. Failures as for
+        `before_server_list`: the join goes on with the world as it is.
+        """
+        return self._register("before_join", fn, timeout)
+
     async def refresh(self) -> bool:
         """Ask the data providers again and apply their answer as the new declaration.
 
@@ -205,5 +237,7 @@ class HostApi:
         except ConfigError as exc:
             log.error("provider.rejected", reason="invalid data", errors=[p.message for p in exc.problems])
             return False
-        log.info("provider.applied", **summary(lines))
+        changes = summary(lines)
+        # An answer that changed nothing is routine (a host program may refresh at every socket open).
+        (log.info if changes["count"] else log.debug)("provider.applied", **changes)
         return True

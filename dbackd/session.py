@@ -2,7 +2,8 @@
 
 A Session is made per socket by the socket endpoint (websocket.py). It parses the
 client's frames (protocol.py), asks the world, the access rules and the host program's
-client-id callback, and tells the hub what to send. It never writes to a socket itself.
+callbacks (its hook before a join, its client id), and tells the hub what to send. It
+never writes to a socket itself.
 """
 from __future__ import annotations
 
@@ -74,6 +75,7 @@ class Session:
 
     async def connect(self, request: Connect) -> None:
         conn, world = self.conn, self.world
+        await self.callbacks.before_join(request.server)  # the host program's hook may refresh the world first
         state = world.resolve(request.server)
         if state is None:
             self._refuse(request, "unknown_server", protocol.UNKNOWN_SERVER)

@@ -1,7 +1,8 @@
 """The socket endpoint: the upgrade, the reader loop of each client, and its end.
 
 For each upgrade it prepares aiohttp's WebSocketResponse (as wire.py's contract asks),
-gives the socket a Wire and a Connection in the hub (which sends the server list first),
+gives the socket a Wire and a Connection in the hub (which sends the server list first,
+once the host program's hook before the server list, if any, has run),
 and hands every frame the client sends to that socket's Session. Only this handler task
 reads from the socket. It sends nothing itself.
 """
@@ -49,8 +50,9 @@ class SocketEndpoint:
         session = Session(conn, self.world, self.hub, self.access, self.callbacks, self.metrics)
         hub = self.hub
         log.info("socket.opened", conn=conn.id, peer=conn.peer, path=request.path)
-        hub.add(conn)
         try:
+            await self.callbacks.before_server_list()
+            hub.add(conn)
             async for msg in ws:
                 if not await session.receive(msg):
                     break

@@ -495,8 +495,8 @@ async def test_api_reference_broadcast_examples_on_the_mock_world(programs, http
     )
     got = [await c.recv() for _ in range(3)]
     assert got == [
-        {"type": "presence", "server": DWORLD,
-         "data": {"uid": VEGETA, "status": "online", "username": "vegeta897", "roleColor": "#ff6b6b"}},
+        # A presence carries what changed: the name and colour are the ones the actor has.
+        {"type": "presence", "server": DWORLD, "data": {"uid": VEGETA, "status": "online"}},
         {"type": "presence", "server": DWORLD, "data": {"uid": VEGETA, "status": "offline"}},
         {"type": "update-clientid", "server": DWORLD, "data": {"clientId": "123456789012345678"}},
     ]
@@ -790,7 +790,7 @@ async def test_custom_data_providers_guide_discord_bot(programs, http, monkeypat
     await example.on_message(Message(ann, guild, channel, "hello from discord"))
     assert [await c.recv() for _ in range(2)] == [
         {"type": "presence", "server": "300000000000000001",
-         "data": {"uid": "300000000000000011", "status": "dnd", "username": "ann", "roleColor": "#3498db"}},
+         "data": {"uid": "300000000000000011", "status": "dnd"}},  # only what changed
         {"type": "message", "server": "300000000000000001",
          "data": {"uid": "300000000000000011", "message": "hello from discord", "channel": "400000000000000001"}},
     ]
@@ -1086,7 +1086,7 @@ async def test_cog_started_before_its_guilds_then_listeners(cog, http):
     await cog.on_message(Message(nerds.members[0], nerds, channel, "hi all"))
     await cog.on_message(Message(Member(1, "a-bot", bot=True), nerds, channel, "beep"))  # the cog skips bots
     assert [(await d.recv())["data"] for _ in range(3)] == [
-        {"uid": "500000000000000011", "status": "idle", "username": "ann", "roleColor": "#3498db"},
+        {"uid": "500000000000000011", "status": "idle"},  # only what changed
         {"uid": "500000000000000013", "status": "online", "username": "eve", "roleColor": "#00ff00"},
         {"uid": "500000000000000011", "message": "hi all", "channel": "600000000000000001"},
     ]
@@ -1114,7 +1114,7 @@ async def test_cog_started_before_its_guilds_then_listeners(cog, http):
     e, _ = await socket(http, server)
     assert [(await d.recv())["data"] for _ in range(2)] == [
         {"uid": "500000000000000011", "status": "idle"},
-        {"uid": "500000000000000013", "status": "online", "username": "eve", "roleColor": "#00ff00"},
+        {"uid": "500000000000000013", "status": "online"},  # its name and colour are what it had
     ]
     # A member leaves: discord.py drops it from the guild, then the cog removes it. The user is
     # declared by the provider, so the providers are asked again, and they no longer list it.

@@ -26,7 +26,7 @@ from .bodies import TooLarge, read_limited
 from .config import Api
 from .events import PresenceChanged
 from .hub import Hub
-from .world import DeclaredUser, UnknownServer, UnknownUser, World
+from .world import DeclaredUser, Unavailable, UnknownServer, UnknownUser, World
 
 log = structlog.get_logger("dbackd.api")
 
@@ -133,6 +133,9 @@ class HttpApi:
             return _error(404, exc.args[0] if exc.args else "not found")
         except DeclaredUser as exc:
             return _error(409, str(exc))
+        except Unavailable:
+            return _error(503, "the cluster's Redis cannot be reached: nothing was changed; try again shortly",
+                          {"Retry-After": "2"})
 
     # -- checks ----------------------------------------------------------------------
     def _authenticate(self, request: web.Request, settings: Api) -> bytes:
@@ -195,6 +198,7 @@ class HttpApi:
             events = self._batch(state.snowflake, items)
         for event in events:  # nothing awaited since the checks: the batch is applied as checked
             world.apply(event)
+        await world.committed()
         return web.json_response({"applied": len(events)})
 
     def _batch(self, snowflake: str, items: Sequence[dict]) -> list[PresenceChanged]:
@@ -220,6 +224,7 @@ class HttpApi:
     async def post_message(self, request: web.Request) -> web.Response:
         body = await self._json(request, "message")
         self.world.say(request.match_info["server"], body["uid"], body["message"], body["channel"])
+        await self.world.committed()
         return web.json_response({"applied": 1})
 
     async def put_user(self, request: web.Request) -> web.Response:
@@ -234,6 +239,7 @@ class HttpApi:
         live = state.users.get(uid)
         status = body.get("status") or (live.status if live else "online")
         world.set_presence(state.snowflake, uid, status, body["username"], body.get("roleColor"))
+        await world.committed()
         user = state.users[uid]
         entry = {"uid": uid, "username": user.username, "status": user.status, "roleColor": user.role_color,
                  "declared": state.declared(uid)}
@@ -248,6 +254,7 @@ class HttpApi:
         if live is None:
             raise UnknownUser(f"user {uid} is not in server {state.info.id}")
         world.set_presence(state.snowflake, uid, live.status, delete=True)
+        await world.committed()
         log.info("api.user_deleted", server=state.info.id, uid=uid)
         return web.Response(status=204)
 

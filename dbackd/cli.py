@@ -30,6 +30,9 @@ def _run_options(p: argparse.ArgumentParser, default: object) -> None:
     p.add_argument("--port", type=int, default=default, help="port to listen on (overrides listen.port)")
     p.add_argument("--static-dir", default=default, metavar="DIR",
                    help="serve this directory at / (overrides static)")
+    p.add_argument("--workers", type=int, default=default, metavar="N",
+                   help="serve with N processes sharing the port and the cluster's Redis (overrides workers)")
+    p.add_argument("--worker-index", type=int, default=default, help=argparse.SUPPRESS)  # set by the parent
     p.add_argument("--no-watch", action="store_true", default=default,
                    help="do not follow edits of the config file (reload with SIGHUP only)")
     p.add_argument("--log-level", choices=list(logs.LEVELS), default=default, help="overrides logging.level")
@@ -116,7 +119,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return check(args.config, getattr(args, "diff", None))
     if command == "simulate":
         return simulate(args)
-    return run(args)
+    return run(args, argv if argv is not None else sys.argv[1:])
 
 
 def _positive(text: str) -> float:
@@ -205,7 +208,7 @@ def simulate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
     from .daemon import Daemon
     from .process import serve
 
@@ -215,7 +218,26 @@ def run(args: argparse.Namespace) -> int:
         _print_problems(exc)
         return EXIT_BAD_CONFIG
     logs.configure(args.log_level or config.logging.level, args.log_format or config.logging.format)
-    daemon = Daemon(config, host=args.host, port=args.port, static_dir=args.static_dir, watch=not args.no_watch)
+    workers = args.workers or config.workers
+    index = args.worker_index
+    if workers > 1 and index is None:
+        if config.cluster is None:
+            print("dbackd: several workers share the world through Redis: add a `cluster` block "
+                  "(redis: ${REDIS_URL})", file=sys.stderr)
+            return EXIT_BAD_CONFIG
+        from .workers import Supervisor, free_port, worker_argv
+
+        port = config.listen.port or free_port(config.listen.host)
+        supervisor = Supervisor(workers, worker_argv(argv or sys.argv[1:]), config.listen.host, port)
+        try:
+            return asyncio.run(supervisor.run())
+        except KeyboardInterrupt:
+            return EXIT_OK
+    node = None
+    if index is not None and config.cluster is not None and config.cluster.node:
+        node = f"{config.cluster.node}-w{index}"  # one name per worker
+    daemon = Daemon(config, host=args.host, port=args.port, static_dir=args.static_dir, watch=not args.no_watch,
+                    reuse_port=index is not None, node=node)
     try:
         return asyncio.run(serve(daemon))
     except KeyboardInterrupt:

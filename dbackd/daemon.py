@@ -2,7 +2,8 @@
 
 Data flows one way: the config source → the declaration → the world (the one current
 config, servers, users) ← the other sources of change (reloader, simulation, HTTP API,
-Python API, the Discord gateway) → world events → the hub, the only part that decides what a socket is
+Python API, the Discord gateway; in a cluster, the backplane hands back every node's
+changes) → world events → the hub, the only part that decides what a socket is
 sent, through its wire. Each part is built here with the few collaborators it needs;
 none is given the daemon. Start and stop it inside any asyncio loop (the command line
 does, and so can a host program, which uses the Python API offered on the daemon).
@@ -23,6 +24,8 @@ from .api import HttpApi
 from .callbacks import Callbacks
 from .config import Config
 from .declaration import ConfigSource, Declaration, Overrides, load
+from .cluster.backplane import Backplane
+from .cluster.leadership import Leadership
 from .discord import DiscordSource
 from .heartbeat import Heartbeat
 from .host import HostApi
@@ -55,14 +58,17 @@ class Daemon:
     """The dbackd daemon. Its Python API (broadcasts, snapshots, callbacks) is host.HostApi's."""
 
     def __init__(self, config: ConfigSource = None, *, host: Optional[str] = None, port: Optional[int] = None,
-                 static_dir: Optional[str] = None, watch: bool = True, clock: Optional[Clock] = None):
+                 static_dir: Optional[str] = None, watch: bool = True, clock: Optional[Clock] = None,
+                 reuse_port: bool = False, node: Optional[str] = None):
         """`config`: a model, a file path, plain data, or None for the embedded default.
 
         host/port/static_dir override the config (and keep doing so across reloads);
         `watch` follows edits of the config file; `clock` is the simulation's time (default
-        the system clock; tests pass a ManualClock).
+        the system clock; tests pass a ManualClock); `reuse_port` shares the port with other
+        processes (SO_REUSEPORT, for `workers: N`); `node` names this node of a cluster.
         """
-        overrides = Overrides(host, port, static_dir)
+        self.reuse_port = reuse_port
+        overrides = Overrides(host, port, static_dir, node)
         self.world = World(overrides.apply(load(config)))
         self.declaration = Declaration(self.world, overrides)
         self.moments = Moments()
@@ -80,13 +86,20 @@ class Daemon:
         self.simulation = SimulationService(self.world, clock)
         self.discord = DiscordSource(self.world, self.declaration)
         self.metrics.register(self.discord)
+        # In a cluster the world's live changes go through Redis, and the producers run on one node.
+        self.backplane = Backplane(self.world, self.config.cluster) if self.config.cluster is not None else None
+        if self.backplane is not None:
+            self.metrics.register(self.backplane)
+        self.leadership = Leadership([self.simulation, self.discord], self.backplane)
         self.app = Site(self.world, self.hub, self.sockets, self.http_api, self.metrics, self.callbacks,
                         self.health).app
         # Started in this order, stopped in reverse: the Python API last, so callbacks still
         # running are cancelled before the sockets close.
         self.services = Services()
-        for service in (self.host_api, self.oauth, self.http_api, self.reloader, Heartbeat(self.hub), self.simulation,
-                        self.discord):
+        if self.backplane is not None:
+            self.services.add(self.backplane)  # first: the others start from the cluster's state
+        for service in (self.host_api, self.oauth, self.http_api, self.reloader, Heartbeat(self.hub),
+                        self.leadership):
             self.services.add(service)
         self._runner: Optional[web.AppRunner] = None
         self._started_at: Optional[float] = None  # time.monotonic() when listening began
@@ -107,7 +120,7 @@ class Daemon:
         anything has started.
         """
         listen = self.config.listen
-        sockets = bind(listen.host, listen.port)
+        sockets = bind(listen.host, listen.port, reuse_port=self.reuse_port)
         runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
         try:
             await self.services.start()
@@ -229,4 +242,5 @@ class Daemon:
             "reload": self.reloader.status(),
             "restart_required": list(self.declaration.restart_required),
             **({"discord": self.discord.status()} if self.config.discord is not None else {}),
+            **({"cluster": self.backplane.status()} if self.backplane is not None else {}),
         }

@@ -51,9 +51,13 @@ class Overrides:
     host: Optional[str] = None
     port: Optional[int] = None
     static_dir: Optional[str] = None
+    node: Optional[str] = None  # this node's name in a cluster
 
     def apply(self, config: Config) -> Config:
-        return with_overrides(config, host=self.host, port=self.port, static_dir=self.static_dir)
+        config = with_overrides(config, host=self.host, port=self.port, static_dir=self.static_dir)
+        if self.node is not None and config.cluster is not None:
+            config = dataclasses.replace(config, cluster=dataclasses.replace(config.cluster, node=self.node))
+        return config
 
 
 class Declaration:
@@ -134,7 +138,7 @@ class Declaration:
         changes, lines = await asyncio.to_thread(_compare, old, new)
         world = self.world
         for i, event in enumerate(world.transition(new, changes), 1):
-            world.apply(event)
+            world.apply(event, declared=True)
             if i % EVENTS_PER_SLICE == 0:
                 await asyncio.sleep(0)
         self.loaded_at = datetime.now(timezone.utc)

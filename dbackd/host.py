@@ -77,6 +77,7 @@ class HostApi:
             body["delete"] = True
         apischema.check("presence", body)
         self.world.set_presence(text(server), uid, status, username, role_color, delete)
+        await self.world.committed()
 
     async def broadcast_message(self, server: Ref, uid: Ref, message: str, channel: Ref) -> None:
         """Show `message` in a speech bubble over user `uid` (who must be in the server).
@@ -86,6 +87,7 @@ class HostApi:
         uid, channel = text(uid), text(channel)
         apischema.check("message", {"uid": uid, "message": message, "channel": channel})
         self.world.say(text(server), uid, message, channel)
+        await self.world.committed()
 
     async def broadcast_client_id_update(self, server: Ref, client_id: Ref) -> None:
         """Set the Discord OAuth2 application id of a server: its clients get update-clientid,
@@ -93,6 +95,7 @@ class HostApi:
         client_id = text(client_id)
         apischema.check("clientId", client_id)
         self.world.set_client_id(text(server), client_id)
+        await self.world.committed()
 
     # -- reading the world -----------------------------------------------------------
     def servers(self) -> list[ServerSnapshot]:

@@ -12,6 +12,7 @@ import structlog
 
 from .daemon import Daemon
 from .notify import NotifyService
+from .workers import tell_parent_ready
 from .tasks import cancel_and_wait
 
 log = structlog.get_logger("dbackd")
@@ -34,6 +35,7 @@ async def serve(daemon: Daemon) -> int:
     except OSError as exc:
         log.error("daemon.listen_failed", host=listen.host, port=listen.port, error=str(exc))
         return EXIT_FAILED
+    tell_parent_ready()  # a worker of `workers: N`: its parent tells systemd once all serve
     try:
         await stop.wait()
     finally:

@@ -76,6 +76,7 @@ class Session:
     async def connect(self, request: Connect) -> None:
         conn, world = self.conn, self.world
         await self.callbacks.before_join(request.server)  # the host program's hook may refresh the world first
+        await world.current()  # a cluster node catching up answers with the current state, not a stale one
         state = world.resolve(request.server)
         if state is None:
             self._refuse(request, "unknown_server", protocol.UNKNOWN_SERVER)

@@ -1,15 +1,19 @@
 """The live world: the current config, every server, its users and their status. The single source of truth.
 
-State changes only through `World.apply(event)`; the convenience methods build the
-event and apply it. Each applied event is handed to the subscribers (the hub fans it
-out to sockets; whatever depends on the config reacts to `ConfigReplaced`). Moving to a
-new declaration is a sequence of events (`transition`) that a source may apply in
-slices. The world never writes to a socket, never awaits and never reads a clock.
+Sources make changes with `World.apply(event)`; the convenience methods build the event
+and apply it. State changes in one place, `World.commit(event)`, and each committed event
+is handed to the subscribers (the hub fans it out to sockets; whatever depends on the
+config reacts to `ConfigReplaced`). Alone, apply commits at once. In a cluster a shared
+`Log` is attached: live changes (presences, messages, client ids) go to it, and every
+node commits them as the log hands them back, in one order for all; `committed()`
+awaits that. Moving to a new declaration is a sequence of events (`transition`) that a
+source may apply in slices. The world never writes to a socket, never reads a clock, and
+awaits only in `committed()` and `current()`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional, Protocol
 
 import structlog
 
@@ -22,6 +26,27 @@ from .events import (ClientIdChanged, ConfigReplaced, Event, MessageSent, Presen
 Subscriber = Callable[[Event], None]
 
 log = structlog.get_logger("dbackd.world")
+
+
+# The changes a cluster shares through its log; the rest follows from each node's own config.
+SHARED = (PresenceChanged, MessageSent, ClientIdChanged)
+
+
+class Unavailable(RuntimeError):
+    """The shared log cannot take changes now (its Redis is unreachable): nothing was changed."""
+
+
+class Log(Protocol):
+    """Where a cluster's live changes go before any node commits them (cluster/backplane.py)."""
+
+    def submit(self, event: Event, declared: bool) -> None:
+        """Take a change (raise Unavailable if it cannot); `declared`: it follows from the declaration."""
+
+    async def committed(self) -> None:
+        """Until every change submitted so far is committed here."""
+
+    async def current(self) -> None:
+        """Until this node holds the cluster's current state (after a start or a reconnect)."""
 
 
 class UnknownServer(LookupError):
@@ -122,6 +147,7 @@ class World:
         self.servers: dict[str, ServerState] = {s.snowflake: ServerState(s) for s in config.servers}
         self._subscribers: list[Subscriber] = []
         self._server_list: Optional[dict] = None
+        self.log: Optional[Log] = None
 
     # -- reading -------------------------------------------------------------------
     def subscribe(self, fn: Subscriber) -> None:
@@ -150,7 +176,29 @@ class World:
         return state
 
     # -- changing ------------------------------------------------------------------
-    def apply(self, event: Event) -> None:
+    def apply(self, event: Event, declared: bool = False) -> None:
+        """Make a change: committed now, or, in a cluster, once the shared log hands it back.
+
+        `declared`: the change follows from the declaration (a reload, the data providers),
+        which every node of a cluster reads for itself; the log decides who publishes it.
+        Raises Unavailable when the cluster's log cannot take it.
+        """
+        if self.log is not None and isinstance(event, SHARED):
+            self.log.submit(event, declared)
+            return
+        self.commit(event)
+
+    async def committed(self) -> None:
+        """Until every change applied so far is committed (at once, without a cluster)."""
+        if self.log is not None:
+            await self.log.committed()
+
+    async def current(self) -> None:
+        """Until this node holds the current state (at once, without a cluster)."""
+        if self.log is not None:
+            await self.log.current()
+
+    def commit(self, event: Event) -> None:
         """The one place the world's state changes. Then every subscriber sees the event."""
         if isinstance(event, PresenceChanged):
             applied = self._presence(event)
@@ -158,7 +206,14 @@ class World:
                 return  # changed nothing anyone was shown
             event = applied
         elif isinstance(event, ClientIdChanged):
-            self.servers[event.server].client_id = event.client_id
+            target = self.servers.get(event.server)
+            if target is None:
+                return
+            target.client_id = event.client_id
+        elif isinstance(event, MessageSent):
+            target = self.servers.get(event.server)
+            if target is None or event.uid not in target.users:
+                return  # from a user who left meanwhile: the frontend would drop it anyway
         elif isinstance(event, ConfigReplaced):
             previous = self.servers
             self.servers = {}
@@ -220,15 +275,21 @@ class World:
 
     def _presence(self, event: PresenceChanged) -> Optional[PresenceChanged]:
         """Apply a presence change; the event as applied (what changed), or None if nothing did."""
-        state = self.servers[event.server]
+        state = self.servers.get(event.server)
+        if state is None:
+            return None  # a server this node no longer has (a change that crossed a reload)
         user = state.users.get(event.uid)
         if event.delete:
             if user is None:
                 return None  # a stranger: no client was shown it (the frontend would spawn it)
             state.drop(event.uid)
             return PresenceChanged(event.server, event.uid, event.status, delete=True)
-        if user is None:  # an arrival always carries its name and colour: a nameless actor is a bug
-            user = UserState(event.uid, event.username or event.uid, event.status, event.role_color or "#ffffff")
+        if user is None:
+            if event.username is None:
+                # A status for a user who is not (or no longer) here: a change that crossed the user's
+                # removal. Shown, it would be a nameless actor.
+                return None
+            user = UserState(event.uid, event.username, event.status, event.role_color or "#ffffff")
             state.put(user)
             return PresenceChanged(event.server, event.uid, user.status, user.username, user.role_color)
         renamed = event.username is not None and event.username != user.username

@@ -130,8 +130,9 @@ async def test_nothing_about_a_uid_the_socket_was_not_shown(start_daemon, open_c
     c = await open_client(d)
     await c.connect("home")
     d.world.apply(PresenceChanged("1", "99", "offline", delete=True))  # a stranger's delete: the frontend would spawn it
-    d.world.apply(PresenceChanged("1", "98", "online"))  # a newcomer without a name: it gets one
-    assert (await c.recv())["data"] == {"uid": "98", "status": "online", "username": "98", "roleColor": "#ffffff"}
+    d.world.apply(PresenceChanged("1", "98", "online"))  # a status for a stranger: a nameless actor, never sent
+    d.world.apply(PresenceChanged("1", "97", "online", username="newcomer"))  # an arrival always has its name
+    assert (await c.recv())["data"] == {"uid": "97", "status": "online", "username": "newcomer", "roleColor": "#ffffff"}
     await c.assert_quiet()
 
 

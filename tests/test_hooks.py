@@ -6,7 +6,6 @@ import asyncio
 import pytest
 import structlog
 
-from dbackd import protocol
 from dbackd.daemon import Daemon
 
 from .conftest import RECV_TIMEOUT, Client

@@ -63,6 +63,10 @@ def diff(old: Config, new: Config) -> ConfigDiff:
         restart.append("listen")
     if old.logging != new.logging:
         restart.append("logging")
+    if old.cluster != new.cluster:
+        restart.append("cluster")
+    if old.workers != new.workers:
+        restart.append("workers")
     return ConfigDiff(
         servers_added=tuple(s for s in after if s not in before),
         servers_removed=tuple(s for s in before if s not in after),

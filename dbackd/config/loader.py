@@ -125,6 +125,7 @@ def _check_rules(source: Source, base_dir: Path) -> tuple[list[Problem], list[st
 
     _check_oauth_blocks(source, data, servers, problems)
     _check_discord(source, data, servers, problems, notes)
+    _check_cluster(source, data, problems)
     api = data.get("api") if isinstance(data.get("api"), dict) else {}
     for i, token in enumerate(_list(api.get("tokens"))):
         # The schema checks length and characters; a long run of few symbols is still guessable.
@@ -179,6 +180,20 @@ def _check_oauth_blocks(source: Source, data: dict, servers: list[dict], problem
                 problems.append(source.problem(base + ("timeout",), "must be more than 0"))
         except ValueError:
             pass  # the schema reports a malformed duration
+
+
+def _check_cluster(source: Source, data: dict, problems: list[Problem]) -> None:
+    cluster = data.get("cluster") if isinstance(data.get("cluster"), dict) else None
+    workers = data.get("workers")
+    if isinstance(workers, int) and workers > 1 and cluster is None:
+        problems.append(source.problem(("workers",), "several workers share the world through Redis: "
+                                                     "add a `cluster` block with `redis: ${REDIS_URL}`"))
+    url = cluster.get("redis") if cluster else None
+    if isinstance(url, str) and source.file != "<dict>" and ("cluster", "redis") not in source.from_env:
+        scheme, _, rest = url.partition("://")
+        if "@" in rest.split("/", 1)[0] and ":" in rest.split("@", 1)[0]:
+            problems.append(source.problem(("cluster", "redis"), "a Redis password must not be written in the file: "
+                                                                 "write `redis: ${REDIS_URL}` and set REDIS_URL"))
 
 
 # Privileged intents, as the Developer Portal names them (Bot → Privileged Gateway Intents).

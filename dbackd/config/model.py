@@ -281,6 +281,17 @@ class Api:
 
 
 @dataclass(frozen=True)
+class Cluster:
+    """The `cluster` block: the Redis that several nodes share the world through."""
+
+    redis: str = field(repr=False)  # a URL; it may carry a password
+    prefix: str = "dbackd"
+    node: Optional[str] = None  # None: host name and process id
+    lease: float = 3.0
+    timeout: float = 2.0
+
+
+@dataclass(frozen=True)
 class Config:
     servers: tuple[Server, ...]
     listen: Listen = Listen()
@@ -291,6 +302,8 @@ class Config:
     metrics: MetricsEndpoint = MetricsEndpoint()
     api: Api = Api()
     discord: Optional[Discord] = None
+    cluster: Optional[Cluster] = None
+    workers: int = 1
     file: Optional[str] = None  # where it was read from; None for a dict
     includes: tuple[Path, ...] = ()  # other files it read (corpus files), followed by reloads
     notes: tuple[str, ...] = field(default=(), compare=False)  # warnings worth showing in `check`
@@ -373,6 +386,8 @@ def build(data: Mapping[str, Any], base_dir: Path, file: Optional[str], notes: t
             rate=ApiRate(float(data["api"]["rate"]["per_second"]), data["api"]["rate"]["burst"]),
         ),
         discord=discord,
+        cluster=_cluster(data.get("cluster")),
+        workers=data["workers"],
         file=file,
         notes=notes,
     )
@@ -389,6 +404,13 @@ def _options(block: Mapping[str, Any], over: Optional[DiscordOptions] = None) ->
                 value = "off"  # YAML's reading of a bare `off`
             given[key] = tuple(value) if isinstance(value, list) else value
     return dataclasses.replace(base, **given)
+
+
+def _cluster(block: Optional[Mapping[str, Any]]) -> Optional[Cluster]:
+    if not block:
+        return None
+    return Cluster(redis=block["redis"], prefix=block["prefix"], node=block.get("node"),
+                   lease=seconds(block["lease"]), timeout=seconds(block["timeout"]))
 
 
 def _discord(block: Optional[Mapping[str, Any]]) -> Optional[Discord]:

@@ -135,6 +135,11 @@ class DiscordSource:
 
     # -- lifecycle -----------------------------------------------------------------
     async def start(self) -> None:
+        # Started afresh (a cluster's new leader, too): the guilds come whole again from the gateway.
+        self.guilds.clear()
+        self.views.clear()
+        self._layer = None
+        self._config_changed = True
         self._inbox = Inbox(asyncio.get_running_loop(), self._wake)
         self.world.subscribe(self._on_event)
         self._tasks.spawn(self._work(), name="dbackd-discord")
@@ -333,6 +338,9 @@ class DiscordSource:
                 del guild.members[uid]
                 if view is not None:
                     await self._apply(record.guild, view.update(uid, None))
+            state = self.world.servers.get(record.guild)
+            if view is not None and state is not None:  # users shown before this source started (a new leader)
+                await self._apply(record.guild, [(uid, None, None) for uid in state.users if uid not in view.shown])
             self._end_bulk_if_loaded()
         self._check_missing()
 

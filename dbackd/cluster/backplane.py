@@ -1,0 +1,481 @@
+"""The cluster's backplane: one ordered log of live changes per server, and each server's state, in Redis.
+
+It is the world's `Log` (world.py). A live change (a presence, a message, a client id),
+whichever node and source made it, is appended to its server's stream (XADD); every node,
+the one that made it included, commits what the streams hand back, in stream order: so
+every client of a server, on any node, sees every change exactly once and in the same
+order. Changes that follow from the declaration (a reload) are published by the leader
+alone, since every node reads the config for itself; changes of the producers
+(simulation, Discord) are fenced by the lease, so a leader that lost it publishes nothing.
+
+Each server's state is kept as a snapshot (a hash: uid → user, and the id of the last
+change it holds), written by the leader about once a second with what changed, and the
+stream is trimmed behind it. A node that starts or comes back reads the snapshot and the
+changes after it before it answers a join (`current()`); one that finds it fell behind a
+trim, or that Redis lost its data (the `epoch` key changed), does the same again.
+
+While Redis cannot be reached, nodes serve what they have, changes are refused
+(`Unavailable`), and they try again with backoff; `status()` and the metrics say so. It
+never writes to a socket and never logs the Redis URL (it may carry a password).
+"""
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import json
+import os
+import random
+import secrets
+import socket
+import time
+from collections import deque
+from datetime import datetime, timezone
+from typing import Any, Iterator, Optional
+
+import structlog
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from redis import asyncio as aioredis
+from redis.exceptions import RedisError
+
+from ..config.model import Cluster
+from ..events import ClientIdChanged, ConfigReplaced, Event, PresenceChanged
+from ..tasks import TaskSet
+from ..world import Unavailable, World
+from . import codec
+from .agreement import fingerprint
+
+log = structlog.get_logger("dbackd.cluster")
+
+# True in the tasks of the producers (simulation, Discord): their changes need the lease.
+PRODUCING: contextvars.ContextVar[bool] = contextvars.ContextVar("dbackd_producing", default=False)
+
+OUTBOX_LIMIT = 100_000  # changes waiting to be appended; past it, changes are refused
+READ_COUNT = 1000  # stream entries per read
+READ_BLOCK_MS = 1000
+SNAPSHOT_EVERY = 1.0  # seconds between two snapshots of what changed (leader)
+REGISTRY_EVERY = 2.0  # seconds between two heartbeats in the node registry
+NODE_STALE = 15.0  # seconds after which a silent node is no longer listed
+STREAM_MAXLEN = 200_000  # a bound on a stream whatever happens to the snapshots
+BACKOFF_FIRST, BACKOFF_MAX = 0.5, 10.0
+START_WAIT = 5.0  # seconds start() waits for the first catch-up before serving what it has
+
+# Append a change, unless it needs the lease and this node does not hold it (then: nil).
+_APPEND = """
+if ARGV[3] == '1' and redis.call('GET', KEYS[2]) ~= ARGV[2] then return false end
+return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', 'e', ARGV[1], 'n', ARGV[2])
+"""
+
+
+def _key_id(stream_id: str) -> tuple[int, int]:
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+class Backplane:
+    def __init__(self, world: World, settings: Cluster):
+        self.world = world
+        self.settings = settings
+        self.node = settings.node or f"{socket.gethostname()}-{os.getpid()}"
+        self.prefix = settings.prefix
+        self.up = False
+        self.is_leader = False  # set by the lease (leadership.py)
+        self.leader: Optional[str] = None
+        self.since = datetime.now(timezone.utc)
+        self.error: Optional[str] = None
+        self.nodes: dict[str, dict] = {}
+        self.published = self.applied = self.resyncs = self.refused = self.fenced = 0
+        self.redis: Optional[aioredis.Redis] = None  # commands (the lease uses it too)
+        self._reader: Optional[aioredis.Redis] = None  # the blocking reads
+        self._append: Any = None
+        self._outbox: deque[tuple[str, str, bool]] = deque()
+        self._wake_publisher = asyncio.Event()
+        self._last: dict[str, str] = {}  # snowflake -> id of the last entry committed here
+        self._own: dict[str, str] = {}  # snowflake -> id of the last entry this node appended
+        self._submitted = self._appended = 0
+        self._progress = asyncio.Condition()
+        self._current = asyncio.Event()
+        self._epoch: Optional[str] = None
+        self._dirty: dict[str, set[str]] = {}  # snowflake -> uids changed since the last snapshot
+        self._trim_at: dict[str, str] = {}  # snowflake -> id of the previous snapshot (trimmed up to)
+        self._servers: frozenset[str] = frozenset()
+        self._tasks = TaskSet("cluster")
+        self._down_count = 0
+        self._fingerprint = fingerprint(world.config)
+
+    # -- keys ----------------------------------------------------------------------
+    def key(self, *parts: str) -> str:
+        return ":".join((self.prefix, *parts))
+
+    # -- lifecycle -----------------------------------------------------------------
+    async def start(self) -> None:
+        self.world.log = self
+        self.world.subscribe(self._on_event)
+        self._tasks.spawn(self._run(), name="dbackd-cluster")
+        try:  # serve with the cluster's state if it comes quickly, with the declaration's if not
+            await asyncio.wait_for(self._current.wait(), START_WAIT)
+        except asyncio.TimeoutError:
+            log.warning("cluster.start_without_redis", node=self.node, error=self.error)
+
+    async def stop(self) -> None:
+        await self._tasks.cancel()
+        self.world.unsubscribe(self._on_event)
+        self.world.log = None
+        for client in (self.redis, self._reader):
+            if client is not None:
+                try:
+                    await asyncio.wait_for(client.aclose(), self.settings.timeout)
+                except (RedisError, OSError, asyncio.TimeoutError):
+                    pass
+        self.redis = self._reader = None
+        self.up = False
+        self._current.clear()
+        self._down_count += 1
+        self._notify()
+
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, ConfigReplaced):
+            self._fingerprint = fingerprint(event.config)  # the new servers are caught up by the reader
+
+    # -- the Log -------------------------------------------------------------------
+    def submit(self, event: Event, declared: bool) -> None:
+        if declared and not self.is_leader:
+            return  # every node reads the config: the leader alone publishes what follows from it
+        if not self.up:
+            self.refused += 1
+            raise Unavailable("the cluster's Redis cannot be reached")
+        if len(self._outbox) >= OUTBOX_LIMIT:
+            self.refused += 1
+            raise Unavailable("the cluster's Redis is too far behind")
+        server = event.server  # type: ignore[union-attr]
+        self._outbox.append((server, codec.encode(event), declared or PRODUCING.get()))
+        self._submitted += 1
+        self._wake_publisher.set()
+
+    async def committed(self) -> None:
+        target, down = self._submitted, self._down_count
+
+        def done() -> bool:
+            if self._down_count != down:
+                return True
+            if self._appended < target:
+                return False
+            # What this node appended has come back through the reader and is committed here.
+            return all(_key_id(self._last.get(s, "0-0")) >= _key_id(i) for s, i in self._own.items()
+                       if s in self._last)
+
+        async with self._progress:
+            await self._progress.wait_for(done)
+        if self._down_count != down:
+            raise Unavailable("the cluster's Redis went away before the change was shared")
+
+    async def current(self) -> None:
+        if self.up:
+            try:
+                await asyncio.wait_for(self._current.wait(), self.settings.timeout)
+            except asyncio.TimeoutError:
+                pass  # answer with what is here rather than not at all
+
+    # -- the connection ------------------------------------------------------------
+    async def _run(self) -> None:
+        delay = BACKOFF_FIRST
+        while True:
+            try:
+                await self._connect()
+                await self._catch_up(self._wanted())
+                self._set_up()
+                delay = BACKOFF_FIRST
+                await self._serve()
+            except (RedisError, OSError, asyncio.TimeoutError) as exc:
+                self._set_down(type(exc).__name__)
+            wait = delay * random.uniform(0.8, 1.2)
+            await asyncio.sleep(wait)
+            delay = min(delay * 2, BACKOFF_MAX)
+
+    async def _connect(self) -> None:
+        timeout = self.settings.timeout
+        for client in (self.redis, self._reader):
+            if client is not None:
+                try:
+                    await client.aclose()
+                except (RedisError, OSError):
+                    pass
+        options = dict(socket_connect_timeout=timeout, decode_responses=True, retry_on_timeout=False)
+        self.redis = aioredis.Redis.from_url(self.settings.redis, socket_timeout=timeout, **options)
+        # Blocking reads wait READ_BLOCK_MS for entries; their socket may take that long.
+        self._reader = aioredis.Redis.from_url(self.settings.redis, socket_timeout=timeout + READ_BLOCK_MS / 1000,
+                                               **options)
+        await asyncio.wait_for(self.redis.ping(), timeout)
+        self._append = self.redis.register_script(_APPEND)
+
+    async def _serve(self) -> None:
+        tasks = [asyncio.ensure_future(coro) for coro in (self._read_loop(), self._publish_loop(),
+                                                           self._registry_loop(), self._snapshot_loop())]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()  # raises what ended it
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _set_up(self) -> None:
+        if not self.up:
+            self.since = datetime.now(timezone.utc)
+            log.info("cluster.connected", node=self.node, servers=len(self._servers))
+        self.up, self.error = True, None
+        self._current.set()
+
+    def _set_down(self, reason: str) -> None:
+        was = self.up
+        self.up, self.error = False, reason
+        self._current.clear()
+        self._down_count += 1
+        dropped = len(self._outbox)
+        self._outbox.clear()
+        if was:
+            self.since = datetime.now(timezone.utc)
+            log.warning("cluster.disconnected", node=self.node, reason=reason, changes_dropped=dropped)
+        self._notify()
+
+    def _notify(self) -> None:
+        async def tell() -> None:
+            async with self._progress:
+                self._progress.notify_all()
+
+        try:
+            asyncio.get_running_loop().create_task(tell())
+        except RuntimeError:
+            pass
+
+    # -- catching up -----------------------------------------------------------------
+    def _wanted(self) -> frozenset[str]:
+        return frozenset(self.world.servers)
+
+    async def _catch_up(self, servers: frozenset[str]) -> None:
+        """Each server's snapshot, then the changes after it; the world moves to that, locally."""
+        assert self.redis is not None
+        self._epoch = await self.redis.get(self.key("epoch"))
+        for snowflake in servers:
+            await self._catch_up_server(snowflake)
+        self._servers = frozenset(self._last)
+
+    async def _catch_up_server(self, snowflake: str) -> None:
+        assert self.redis is not None
+        state = await self.redis.hgetall(self.key("state", snowflake))
+        last = state.pop("~last", None)
+        client_id = state.pop("~client", None)
+        if last is not None:
+            self._reconcile(snowflake, {uid: codec.user_from(uid, text) for uid, text in state.items()}, client_id)
+        start = last or "0-0"
+        entries = await self.redis.xrange(self.key("events", snowflake), min=f"({start}", max="+")
+        self._last[snowflake] = start
+        self._commit(snowflake, entries)
+        self.resyncs += 1
+
+    def _reconcile(self, snowflake: str, users: dict, client_id: Optional[str]) -> None:
+        """Make this node's users of a server the snapshot's, as local events (clients here see the difference)."""
+        world = self.world
+        server = world.servers.get(snowflake)
+        if server is None:
+            return
+        for uid in [u for u in server.users if u not in users]:
+            world.commit(PresenceChanged(snowflake, uid, server.users[uid].status, delete=True))
+        for uid, user in users.items():
+            live = server.users.get(uid)
+            if live is None or (live.username, live.status, live.role_color) != (user.username, user.status,
+                                                                                 user.role_color):
+                world.commit(PresenceChanged(snowflake, uid, user.status, user.username, user.role_color))
+        if client_id and server.client_id != client_id:
+            world.commit(ClientIdChanged(snowflake, client_id))
+        self._dirty.pop(snowflake, None)
+
+    def _commit(self, snowflake: str, entries: list) -> None:
+        for entry_id, fields in entries:
+            try:
+                event = codec.decode(snowflake, fields["e"])
+            except (ValueError, KeyError, TypeError):
+                log.error("cluster.bad_entry", server=snowflake, id=entry_id)
+                continue
+            self.world.commit(event)
+            self._last[snowflake] = entry_id
+            self.applied += 1
+            if isinstance(event, PresenceChanged):
+                self._dirty.setdefault(snowflake, set()).add(event.uid)
+            elif isinstance(event, ClientIdChanged):
+                self._dirty.setdefault(snowflake, set()).add("~client")
+
+    # -- the loops while connected -----------------------------------------------------
+    async def _read_loop(self) -> None:
+        assert self._reader is not None and self.redis is not None
+        while True:
+            wanted = self._wanted()
+            new = wanted - self._servers
+            if new:  # servers a reload added: their state first
+                for snowflake in new:
+                    await self._catch_up_server(snowflake)
+            for gone in self._servers - wanted:
+                self._last.pop(gone, None)
+                self._dirty.pop(gone, None)
+            self._servers = frozenset(self._last)
+            if not self._last:
+                await asyncio.sleep(READ_BLOCK_MS / 1000)
+                continue
+            streams = {self.key("events", s): self._last[s] for s in self._last}
+            answer = await self._reader.xread(streams, count=READ_COUNT, block=READ_BLOCK_MS)
+            for stream, entries in answer or ():
+                snowflake = stream.rsplit(":", 1)[1]
+                if snowflake not in self._last:
+                    continue
+                if await self._fell_behind(snowflake, stream, entries):
+                    await self._catch_up_server(snowflake)
+                    continue
+                self._commit(snowflake, entries)
+                await asyncio.sleep(0)
+            async with self._progress:
+                self._progress.notify_all()
+
+    async def _fell_behind(self, snowflake: str, stream: str, entries: list) -> bool:
+        """Whether entries this node had not read yet were trimmed away (it lagged past a snapshot)."""
+        assert self.redis is not None
+        info = await self.redis.xinfo_stream(stream)
+        deleted = info.get("max-deleted-entry-id")
+        return bool(deleted) and _key_id(deleted) > _key_id(self._last[snowflake])
+
+    async def _publish_loop(self) -> None:
+        assert self.redis is not None
+        leader_key, node, maxlen = self.key("leader"), self.node, str(STREAM_MAXLEN)
+        while True:
+            await self._wake_publisher.wait()
+            self._wake_publisher.clear()
+            while self._outbox:
+                batch = [self._outbox.popleft() for _ in range(min(len(self._outbox), 500))]
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for server, text, fenced in batch:
+                        await self._append(keys=[self.key("events", server), leader_key],
+                                           args=[text, node, "1" if fenced else "0", maxlen], client=pipe)
+                    ids = await pipe.execute()
+                for (server, _, _), entry_id in zip(batch, ids):
+                    if entry_id is None:
+                        self.fenced += 1  # this node had lost the lease: the producer's change is not shared
+                        continue
+                    self._own[server] = entry_id
+                    self.published += 1
+                self._appended += len(batch)
+                async with self._progress:
+                    self._progress.notify_all()
+
+    async def _snapshot_loop(self) -> None:
+        """The leader writes what changed into each server's snapshot, then trims its stream."""
+        assert self.redis is not None
+        while True:
+            await asyncio.sleep(SNAPSHOT_EVERY)
+            if not self.is_leader:
+                continue
+            await self.write_snapshots()
+
+    async def write_snapshots(self, everything: bool = False) -> None:
+        assert self.redis is not None
+        for snowflake in list(self._last):
+            server = self.world.servers.get(snowflake)
+            if server is None:
+                continue
+            dirty = (set(server.users) | {"~client"}) if everything else self._dirty.pop(snowflake, set())
+            if not dirty and not everything:
+                continue
+            state_key = self.key("state", snowflake)
+            last = self._last[snowflake]
+            async with self.redis.pipeline(transaction=True) as pipe:
+                if everything:
+                    pipe.delete(state_key)
+                for uid in dirty:
+                    if uid == "~client":
+                        if server.client_id:
+                            pipe.hset(state_key, "~client", server.client_id)
+                    elif uid in server.users:
+                        pipe.hset(state_key, uid, codec.user_text(server.users[uid]))
+                    else:
+                        pipe.hdel(state_key, uid)
+                pipe.hset(state_key, "~last", last)
+                previous = self._trim_at.get(snowflake)
+                if previous is not None:  # one snapshot's worth of slack for a node reading behind
+                    pipe.xtrim(self.key("events", snowflake), minid=previous, approximate=False)
+                await pipe.execute()
+            self._trim_at[snowflake] = last
+
+    async def initialise(self) -> None:
+        """A new leader: if Redis holds no cluster state (new, or its data was lost), write it whole."""
+        assert self.redis is not None
+        epoch = await self.redis.get(self.key("epoch"))
+        if epoch is None:
+            await self.write_snapshots(everything=True)
+            epoch = secrets.token_hex(8)
+            await self.redis.set(self.key("epoch"), epoch)
+            log.info("cluster.state_written", node=self.node, servers=len(self._last))
+        self._epoch = epoch
+
+    async def _registry_loop(self) -> None:
+        assert self.redis is not None
+        nodes_key = self.key("nodes")
+        while True:
+            now = time.time()
+            me = {"fingerprint": self._fingerprint, "at": now, "leader": self.is_leader, "pid": os.getpid()}
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hset(nodes_key, self.node, json.dumps(me))
+                pipe.hgetall(nodes_key)
+                pipe.get(self.key("leader"))
+                pipe.get(self.key("epoch"))
+                _, nodes, leader, epoch = await pipe.execute()
+            seen: dict[str, dict] = {}
+            for name, text in nodes.items():
+                try:
+                    info = json.loads(text)
+                except ValueError:
+                    continue
+                if now - float(info.get("at", 0)) < NODE_STALE:
+                    seen[name] = info
+                else:
+                    await self.redis.hdel(nodes_key, name)
+            self.nodes, self.leader = seen, leader
+            if epoch is not None and self._epoch is not None and epoch != self._epoch:
+                log.warning("cluster.resync", node=self.node, reason="the cluster's state was written anew")
+                self._epoch = epoch
+                await self._catch_up(self._wanted())
+            elif epoch is not None and self._epoch is None:
+                self._epoch = epoch
+            await asyncio.sleep(REGISTRY_EVERY)
+
+    # -- reporting -----------------------------------------------------------------
+    def differs(self) -> list[str]:
+        """Nodes whose config disagrees with this one's on servers and simulation."""
+        return sorted(n for n, info in self.nodes.items() if info.get("fingerprint") != self._fingerprint)
+
+    def status(self) -> dict[str, Any]:
+        return {"node": self.node, "redis": "up" if self.up else "down", "since": self.since.isoformat(),
+                "error": self.error, "leader": self.leader, "is_leader": self.is_leader,
+                "nodes": sorted(self.nodes), "config_agrees": not self.differs(), "differs": self.differs(),
+                "published": self.published, "applied": self.applied, "refused": self.refused}
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("dbackd_cluster_redis_up", "1 while the cluster's Redis is reachable, else 0.")
+        up.add_metric([], 1 if self.up else 0)
+        leader = GaugeMetricFamily("dbackd_cluster_leader", "1 while this node holds the lease (runs the producers).")
+        leader.add_metric([], 1 if self.is_leader else 0)
+        agrees = GaugeMetricFamily("dbackd_cluster_config_agrees",
+                                   "1 when every node's servers and simulation match this one's, else 0.")
+        agrees.add_metric([], 0 if self.differs() else 1)
+        nodes = GaugeMetricFamily("dbackd_cluster_nodes", "Nodes heard from in the registry.")
+        nodes.add_metric([], len(self.nodes))
+        published = CounterMetricFamily("dbackd_cluster_published", "Changes this node appended to the shared log.")
+        published.add_metric([], self.published)
+        applied = CounterMetricFamily("dbackd_cluster_applied", "Changes committed here from the shared log.")
+        applied.add_metric([], self.applied)
+        refused = CounterMetricFamily("dbackd_cluster_refused", "Changes refused while Redis could not take them.")
+        refused.add_metric([], self.refused)
+        resyncs = CounterMetricFamily("dbackd_cluster_resyncs", "Servers caught up from their snapshot.")
+        resyncs.add_metric([], self.resyncs)
+        yield from (up, leader, agrees, nodes, published, applied, refused, resyncs)
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+

@@ -1,0 +1,52 @@
+"""The live changes a cluster shares, as compact JSON: the one form they take in Redis.
+
+Shapes only; it decides nothing about who publishes or applies them.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..events import ClientIdChanged, Event, MessageSent, PresenceChanged
+from ..world import UserState
+
+
+def encode(event: Event) -> str:
+    if isinstance(event, PresenceChanged):
+        data: dict[str, Any] = {"k": "p", "u": event.uid, "s": event.status}
+        if event.username is not None:
+            data["n"] = event.username
+        if event.role_color is not None:
+            data["c"] = event.role_color
+        if event.delete:
+            data["d"] = 1
+    elif isinstance(event, MessageSent):
+        data = {"k": "m", "u": event.uid, "m": event.message, "ch": event.channel}
+    elif isinstance(event, ClientIdChanged):
+        data = {"k": "i", "i": event.client_id}
+    else:
+        raise TypeError(f"{type(event).__name__} is not shared")
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+def decode(server: str, text: str) -> Event:
+    """An event of `server` back from its JSON. Raises ValueError (or KeyError) for anything else."""
+    data = json.loads(text)
+    kind = data["k"]
+    if kind == "p":
+        return PresenceChanged(server, data["u"], data["s"], data.get("n"), data.get("c"), bool(data.get("d")))
+    if kind == "m":
+        return MessageSent(server, data["u"], data["m"], data["ch"])
+    if kind == "i":
+        return ClientIdChanged(server, data["i"])
+    raise ValueError(f"unknown kind {kind!r}")
+
+
+def user_text(user: UserState) -> str:
+    """A user as the state snapshot keeps it."""
+    return json.dumps([user.username, user.status, user.role_color], ensure_ascii=False, separators=(",", ":"))
+
+
+def user_from(uid: str, text: str) -> UserState:
+    username, status, color = json.loads(text)
+    return UserState(uid, username, status, color)

@@ -87,7 +87,8 @@ class Daemon:
         self.discord = DiscordSource(self.world, self.declaration)
         self.metrics.register(self.discord)
         # In a cluster the world's live changes go through Redis, and the producers run on one node.
-        self.backplane = Backplane(self.world, self.config.cluster) if self.config.cluster is not None else None
+        self.backplane = (Backplane(self.world, self.declaration, self.config.cluster)
+                          if self.config.cluster is not None else None)
         if self.backplane is not None:
             self.metrics.register(self.backplane)
         self.leadership = Leadership([self.simulation, self.discord], self.backplane)

@@ -316,3 +316,43 @@ def test_workers_need_a_cluster(tmp_path, capsys):
     cfg.write_text(SERVERS + "workers: 2\n")
     assert main(["check", "-c", str(cfg)]) == 1
     assert "several workers share the world through Redis" in capsys.readouterr().err
+
+
+async def test_the_leaders_discord_gateway_feeds_every_node(redis, monkeypatch, http):
+    pytest.importorskip("discord", minversion="2.4")
+    from dbackd.discord import gateway
+
+    from .fakes.discord import FakeDiscord, member, presence
+
+    monkeypatch.setattr(gateway, "GUILD_READY_TIMEOUT", 0.2)
+    monkeypatch.setattr(gateway, "IDENTIFY_DELAY", 0.0)
+    token, guild, other = "bot-token-for-the-cluster-0123", "111111111111111111", "555555555555555555"
+    prefix = "t" + uuid.uuid4().hex[:8]
+    daemons = []
+    async with FakeDiscord(token=token) as fake:
+        fake.add_guild(id=guild, name="Home Guild", members=[member("4401", "alice")], presences=[presence("4401")])
+        fake.add_guild(id=other, name="Other Place", members=[member("4402", "bob")], presences=[presence("4402", "dnd")])
+        servers = (f"discord: {{bot_token: \"${{T}}\", api_base: \"{fake.api_base}\", auto_servers: true}}\n"
+                   f"servers:\n  - {{snowflake: \"{guild}\", id: home, source: discord, default: true}}\n")
+        try:
+            for node in ("d1", "d2"):
+                d = Daemon(load_text(text(redis.url, prefix, node, servers=servers), "t.yaml", ROOT, {"T": token}),
+                           host="127.0.0.1", port=0, watch=False)
+                await d.start()
+                daemons.append(d)
+            leader = await leader_of(daemons)
+            follower = next(d for d in daemons if d is not leader)
+            # The follower runs no gateway, yet has the guild's name, the auto server and the members.
+            await until(lambda: follower.world.resolve("other-place") is not None
+                        and follower.world.servers[guild].info.name == "Home Guild", timeout=15)
+            await until(lambda: set(follower.world.servers[guild].users) == {"4401"}
+                        and getattr(follower.world.servers[other].users.get("4402"), "status", None) == "dnd",
+                        timeout=15)
+            assert follower.health()["discord"]["state"] == "off"
+            assert len([c for c in fake.connections]) == 1  # one gateway connection for the cluster
+            on_follower, _ = await joined(http, follower)
+            fake.presence_update(guild, "4401", "idle")
+            assert (await on_follower.recv())["data"] == {"uid": "4401", "status": "idle"}
+        finally:
+            for d in daemons:
+                await d.stop()

@@ -37,7 +37,9 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
+from ..config import ConfigError
 from ..config.model import Cluster
+from ..declaration import Declaration
 from ..events import ClientIdChanged, ConfigReplaced, Event, PresenceChanged
 from ..tasks import TaskSet
 from ..world import Unavailable, World
@@ -72,8 +74,9 @@ def _key_id(stream_id: str) -> tuple[int, int]:
 
 
 class Backplane:
-    def __init__(self, world: World, settings: Cluster):
+    def __init__(self, world: World, declaration: Declaration, settings: Cluster):
         self.world = world
+        self.declaration = declaration
         self.settings = settings
         self.node = settings.node or f"{socket.gethostname()}-{os.getpid()}"
         self.prefix = settings.prefix
@@ -101,6 +104,7 @@ class Backplane:
         self._tasks = TaskSet("cluster")
         self._down_count = 0
         self._fingerprint = fingerprint(world.config)
+        self._layer = ""  # the Discord layer as last written (leader) or taken (follower)
 
     # -- keys ----------------------------------------------------------------------
     def key(self, *parts: str) -> str:
@@ -425,7 +429,9 @@ class Backplane:
                 pipe.hgetall(nodes_key)
                 pipe.get(self.key("leader"))
                 pipe.get(self.key("epoch"))
-                _, nodes, leader, epoch = await pipe.execute()
+                pipe.get(self.key("layer", "discord"))
+                _, nodes, leader, epoch, layer = await pipe.execute()
+            await self._share_layer(layer or "")
             seen: dict[str, dict] = {}
             for name, text in nodes.items():
                 try:
@@ -444,6 +450,21 @@ class Backplane:
             elif epoch is not None and self._epoch is None:
                 self._epoch = epoch
             await asyncio.sleep(REGISTRY_EVERY)
+
+    async def _share_layer(self, stored: str) -> None:
+        """The leader's Discord gateway names guilds and finds auto servers; every node's declaration needs them."""
+        assert self.redis is not None
+        if self.is_leader:
+            mine = codec.layer_text(self.declaration.layers.get("discord"))
+            if mine != stored:
+                await self.redis.set(self.key("layer", "discord"), mine)
+            self._layer = mine
+        elif stored != self._layer:
+            self._layer = stored
+            try:
+                await self.declaration.set_layer("discord", codec.layer_from(stored, self.world.config))
+            except ConfigError as exc:
+                log.error("cluster.layer_refused", errors=[p.message for p in exc.problems][:5])
 
     # -- reporting -----------------------------------------------------------------
     def differs(self) -> list[str]:

@@ -5,9 +5,11 @@ Shapes only; it decides nothing about who publishes or applies them.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Optional
 
+from ..config import Config, Server
 from ..events import ClientIdChanged, Event, MessageSent, PresenceChanged
+from ..providers import Checked
 from ..world import UserState
 
 
@@ -40,6 +42,26 @@ def decode(server: str, text: str) -> Event:
     if kind == "i":
         return ClientIdChanged(server, data["i"])
     raise ValueError(f"unknown kind {kind!r}")
+
+
+def layer_text(layer: Optional[Checked]) -> str:
+    """A source's layer of the declaration (the Discord gateway's guild names and auto servers)."""
+    if layer is None:
+        return ""
+    servers = {sf: [server.id, server.name, sorted(keys), server.source] for sf, (server, keys) in layer.servers.items()}
+    return json.dumps(servers, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+def layer_from(text: str, config: Config) -> Optional[Checked]:
+    """The layer back, its discord servers with the config's `discord` defaults."""
+    if not text:
+        return None
+    defaults = config.discord.defaults if config.discord is not None else None
+    servers = {}
+    for sf, (server_id, name, keys, source) in json.loads(text).items():
+        server = Server(sf, server_id, name, source=source, discord=defaults if source == "discord" else None)
+        servers[sf] = (server, frozenset(keys))
+    return Checked(servers=servers)
 
 
 def user_text(user: UserState) -> str:

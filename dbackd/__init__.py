@@ -23,6 +23,7 @@ _LAZY = {
     "UnknownServer": "dbackd.world",
     "UnknownUser": "dbackd.world",
     "DeclaredUser": "dbackd.world",
+    "Unavailable": "dbackd.world",
 }
 __all__ = ["__version__", *_LAZY]
 
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from .apischema import InvalidRequest
     from .config import ConfigError
     from .daemon import Daemon
-    from .world import DeclaredUser, UnknownServer, UnknownUser
+    from .world import DeclaredUser, Unavailable, UnknownServer, UnknownUser
 
 
 def __getattr__(name: str) -> Any:

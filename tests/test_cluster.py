@@ -356,3 +356,20 @@ async def test_the_leaders_discord_gateway_feeds_every_node(redis, monkeypatch, 
         finally:
             for d in daemons:
                 await d.stop()
+
+
+async def test_the_cluster_metrics_are_the_guides(cluster, http):
+    import re
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    a, = await cluster(1)
+    async with http.get(f"http://127.0.0.1:{a.port}/metrics") as r:
+        families = {f.name: f for f in text_string_to_metric_families(await r.text())}
+    served = {f"{n}_total" if f.type == "counter" else n for n, f in families.items() if n.startswith("dbackd_cluster_")}
+    guide = (ROOT / "docs" / "deploy.md").read_text()
+    assert served and served == {m for m in re.findall(r"`(dbackd_cluster_[a-z_]+)", guide)}
+    await until(lambda: a.leadership.leading)
+    async with http.get(f"http://127.0.0.1:{a.port}/metrics") as r:
+        body = await r.text()
+    assert "dbackd_cluster_leader 1.0" in body and "dbackd_cluster_redis_up 1.0" in body

@@ -234,6 +234,10 @@ def run(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
         except KeyboardInterrupt:
             return EXIT_OK
     node = None
+    if index is not None:
+        import structlog
+
+        structlog.contextvars.bind_contextvars(worker=index)  # every line of a worker says which
     if index is not None and config.cluster is not None and config.cluster.node:
         node = f"{config.cluster.node}-w{index}"  # one name per worker
     daemon = Daemon(config, host=args.host, port=args.port, static_dir=args.static_dir, watch=not args.no_watch,

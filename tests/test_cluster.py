@@ -297,6 +297,11 @@ async def test_workers_serve_one_port_from_two_processes(redis, tmp_path, http):
 
         await asyncio.wait_for(both(), RECV_TIMEOUT)
         assert served_by == {"host-w0", "host-w1"}
+        # Reloaded together: the parent passes SIGHUP on to every worker.
+        cfg.write_text(cfg.read_text().replace("name: Home", "name: Home Again"))
+        proc.send_signal(signal.SIGHUP)
+        applied = {(await read_until(proc, "reload.applied"))["worker"] for _ in range(2)}
+        assert applied == {0, 1}
         victim = next(iter(pids))
         os.kill(victim, signal.SIGKILL)  # a worker that dies is started again
         restarted = await read_until(proc, "workers.worker_died")

@@ -355,3 +355,30 @@ async def test_a_reload_with_a_new_token_reconnects_and_a_bad_one_is_reported(fa
         assert TOKEN not in text and TOKEN not in json.dumps(d.health())
     finally:
         await d.stop()
+
+
+async def test_a_reload_adds_and_removes_a_discord_server(fake, tmp_path, monkeypatch):
+    from dbackd.daemon import Daemon
+
+    monkeypatch.setenv("DISCORD_BOT_TOKEN", TOKEN)
+    other = "555555555555555555"
+    fake.add_guild(id=other, name="Other Place", members=[member("666666666666666601", "olga")],
+                   presences=[presence("666666666666666601", "dnd")])
+    path = tmp_path / "dback.yaml"
+    head = f"discord: {{bot_token: \"${{DISCORD_BOT_TOKEN}}\", api_base: \"{fake.api_base}\"}}\nservers:\n"
+    home = f"  - {{snowflake: \"{HOME}\", id: home, source: discord, default: true}}\n"
+    path.write_text(head + home)
+    d = Daemon(path, host="127.0.0.1", port=0, watch=False)
+    await d.start()
+    try:
+        await ready(d)
+        connections = len(fake.connections)
+        path.write_text(head + home + f"  - {{snowflake: \"{other}\", id: other, name: Other, source: discord}}\n")
+        assert await d.reload()
+        await until(d, lambda: [u["uid"] for u in d.users("other")] == ["666666666666666601"])
+        path.write_text(head + home)
+        assert await d.reload()
+        assert d.world.resolve("other") is None and len(users(d)) == 3
+        assert len(fake.connections) == connections  # the same connection serves the servers it is given
+    finally:
+        await d.stop()

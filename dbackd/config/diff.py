@@ -59,7 +59,7 @@ def diff(old: Config, new: Config) -> ConfigDiff:
             if a != b:
                 users.append(UserChange(snowflake, uid, a, b))
     restart = []
-    if old.listen != new.listen:
+    if old.listen.bound != new.listen.bound:
         restart.append("listen")
     if old.logging != new.logging:
         restart.append("logging")
@@ -71,7 +71,7 @@ def diff(old: Config, new: Config) -> ConfigDiff:
         ),
         access_changed=tuple(
             s for s in after if s in before and after[s].passworded and before[s].passworded
-            and _gate(after[s]) != _gate(before[s])
+            and after[s].gate != before[s].gate
         ),
         client_ids=tuple(
             (s, after[s].oauth.client_id) for s in after
@@ -86,12 +86,6 @@ def diff(old: Config, new: Config) -> ConfigDiff:
         api_changed=old.api != new.api,
         restart_required=tuple(restart),
     )
-
-
-def _gate(server: Server) -> tuple:
-    """What decides who gets into a private server (not the client id, timeouts or cache)."""
-    o = server.oauth
-    return server.password, server.access, o.provider, o.api_base, o.bot_token, o.tokens
 
 
 def describe(d: ConfigDiff, old: Config, new: Config) -> list[str]:

@@ -248,6 +248,7 @@ class Daemon:
             "loaded_at": self.loaded_at.isoformat(),
             "servers": len(self.world.servers),
             "connections": len(self.hub.connections),
+            "tasks": len(asyncio.all_tasks()),
             "frames_sent": self.hub.frames_sent,
             "dropped_slow": self.hub.slow_dropped,
             "reload": self.reloader.status(),

@@ -54,8 +54,11 @@ class Site:
 
     def protocol(self, server: web.Server) -> web.RequestHandler:
         """aiohttp's protocol for one new connection (the factory `loop.create_server` calls)."""
+        limits = self.world.config.limits
+        # lingering_time: how long a body nobody reads is still taken (and thrown away) before
+        # the connection is closed; no longer than a body is given to arrive at all.
         return QuietRequestHandler(server, self._bad_requests, loop=asyncio.get_running_loop(),
-                                   keepalive_timeout=self.world.config.limits.header_timeout,
+                                   keepalive_timeout=limits.header_timeout, lingering_time=limits.body_timeout,
                                    max_line_size=MAX_LINE_BYTES, max_field_size=MAX_LINE_BYTES, access_log=None)
 
     async def healthz(self, request: web.Request) -> web.Response:

@@ -100,6 +100,7 @@ class SocketEndpoint:
             if overdue is not None:
                 overdue.cancel()
             hub.remove(conn)
+            await conn.wire.closed()  # a close the hub began ends with its own code, not the handler's 1000
             await conn.wire.release()
             log.info("socket.closed", conn=conn.id, code=ws.close_code, frames=conn.frames,
                      **({"bad_frames": session.bad_frames} if session.bad_frames else {}))

@@ -15,8 +15,7 @@ from dbackd.config import load_text
 from dbackd.daemon import Daemon
 from dbackd.simulation import ManualClock
 
-from .conftest import RECV_TIMEOUT, ROOT, Client
-from .test_oauth import captured_logs, events  # noqa: F401 (a fixture)
+from .conftest import RECV_TIMEOUT, ROOT, Client, events
 from .test_wire import RawClient
 
 BASE = """

@@ -9,7 +9,7 @@ import pytest
 
 from dbackd import fdlimit
 
-from .conftest import RECV_TIMEOUT, Client
+from .conftest import RECV_TIMEOUT, Client, events
 
 BASE = """
 servers:
@@ -131,5 +131,3 @@ async def test_the_daemon_logs_the_file_limit_it_got(start_daemon, captured_logs
     assert started["file_limit"] >= 100 + fdlimit.RESERVE
     assert d.health()["status"] == "ok"
 
-
-from .test_oauth import captured_logs, events  # noqa: E402,F401 (a fixture, and its reader)

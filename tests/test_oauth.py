@@ -3,22 +3,19 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import io
 import json
-import logging
 import time
 from typing import Any, Awaitable, Callable, Optional
 
 import pytest
-import structlog
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from dbackd import logs, oauth, protocol
+from dbackd import oauth, protocol
 from dbackd.config import load_text
 from dbackd.oauth import OAuthService
 
-from .conftest import EXAMPLE, ROOT
+from .conftest import EXAMPLE, ROOT, events
 
 BOT_TOKEN = "bot-token-0123456789"
 CLIENT_ID = "506432803173433344"
@@ -104,24 +101,6 @@ async def discord(aiohttp_server):
     fake.base = str(server.make_url("/api/v10"))
     yield fake
     fake.release.set()
-
-
-@pytest.fixture
-def captured_logs():
-    """Every log line the daemon writes during the test, as JSON text."""
-    stream = io.StringIO()
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    logs.configure("debug", "json", stream)
-    yield stream
-    structlog.reset_defaults()
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
-def events(stream: io.StringIO, name: str = "oauth.verified") -> list[dict]:
-    lines = [json.loads(line) for line in stream.getvalue().splitlines() if line.startswith("{")]
-    return [e for e in lines if e.get("event") == name]
 
 
 def config(discord: FakeDiscord, access: str, timeout: str = "2s", extra: str = ""):

@@ -10,8 +10,7 @@ from dbackd import logs
 from dbackd.cli import main as cli_main
 from dbackd.config import load_text
 
-from .conftest import RECV_TIMEOUT, ROOT
-from .test_oauth import captured_logs, events  # noqa: F401 (a fixture, and its reader)
+from .conftest import RECV_TIMEOUT, ROOT, events
 
 API_TOKEN = "SECRET-api-token-4f9a2c71"
 CONFIG = f"""

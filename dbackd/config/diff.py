@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from .model import Config, Server, User
+from .model import Config, User
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,8 @@ def describe(d: ConfigDiff, old: Config, new: Config) -> list[str]:
     if d.static_changed:
         lines.append("~ static mounts changed: served from the next request")
     if d.limits_changed:
-        lines.append("~ limits changed: buffer limits and heartbeat apply now, the frame size limit to new sockets")
+        lines.append("~ limits changed: rates, caps, buffer limits and heartbeat apply now; the frame size limit and "
+                     "the join and header timeouts to new sockets")
     if d.websocket_changed:
         lines.append("~ websocket options changed: new sockets use them, open ones keep what they negotiated")
     if d.api_changed:

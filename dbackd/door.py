@@ -5,7 +5,10 @@ takes). An admitted connection is handed to aiohttp's protocol unchanged; one pa
 `limits.max_connections`, or past `limits.max_connections_per_address` from one peer,
 gets a short 503 and is closed once its request has arrived (or after a second), so
 the client reads the answer rather than a reset. Refusals are logged once per window
-with a count. It knows nothing of HTTP beyond that one answer.
+with a count. An admitted connection whose first request head (up to its blank line)
+has not arrived within `limits.header_timeout` is closed: aiohttp times out idle
+connections between requests, but not every release in the supported range does so
+before the first. It knows nothing of HTTP beyond that one answer and that blank line.
 """
 from __future__ import annotations
 
@@ -48,7 +51,8 @@ class Door:
 class _Guarded(asyncio.Protocol):
     """aiohttp's protocol behind the door: created only for an admitted connection."""
 
-    __slots__ = ("door", "factory", "inner", "peer", "counted_address", "transport", "_linger")
+    __slots__ = ("door", "factory", "inner", "peer", "counted_address", "transport", "_linger", "_head",
+                 "_tail")
 
     def __init__(self, door: Door, factory: Callable[[], asyncio.Protocol]):
         self.door = door
@@ -58,6 +62,8 @@ class _Guarded(asyncio.Protocol):
         self.counted_address = True
         self.transport: Optional[asyncio.BaseTransport] = None
         self._linger: Optional[asyncio.TimerHandle] = None
+        self._head: Optional[asyncio.TimerHandle] = None  # the first request head's deadline
+        self._tail = b""  # the last bytes seen while looking for the head's end
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peername = transport.get_extra_info("peername")
@@ -73,11 +79,26 @@ class _Guarded(asyncio.Protocol):
             transport.write(REFUSAL)
             self._linger = asyncio.get_running_loop().call_later(LINGER, transport.close)
             return
+        self.transport = transport
+        timeout = self.door.world.config.limits.header_timeout
+        self._head = asyncio.get_running_loop().call_later(timeout, self._head_overdue)
         self.inner = self.factory()
         self.inner.connection_made(transport)
 
+    def _head_overdue(self) -> None:
+        self._head = None
+        if self.transport is not None:
+            self.transport.close()
+
     def data_received(self, data: bytes) -> None:
         if self.inner is not None:
+            if self._head is not None:
+                seen = self._tail + data
+                if b"\r\n\r\n" in seen:
+                    self._head.cancel()
+                    self._head = None
+                else:
+                    self._tail = seen[-3:]
             self.inner.data_received(data)
         elif self.transport is not None:
             self.transport.close()  # the request has been read: closing now sends no reset
@@ -88,10 +109,12 @@ class _Guarded(asyncio.Protocol):
         return None
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:
+        if self._head is not None:
+            self._head.cancel()
+        self.transport = None
         if self.inner is None:
             if self._linger is not None:
                 self._linger.cancel()
-            self.transport = None
             return
         self.door.peers.release(self.peer, self.counted_address)
         self.inner.connection_lost(exc)

@@ -113,11 +113,13 @@ async def test_a_flood_does_not_delay_another_clients_broadcast(start_daemon, op
     flood = asyncio.ensure_future(asyncio.gather(*(flooder.send(0x1, f) for f in frames)))
     await asyncio.wait_for(flood, RECV_TIMEOUT * 4)
     # The burst is now in the daemon's buffers; a broadcast is due while it is worked through.
+    handled_before = d.hub.frames_sent
     started = time.monotonic()
     d.world.say("a", "11", "still here", "1")
     assert (await victim.recv_type("message"))["data"]["message"] == "still here"
+    handled = d.hub.frames_sent - handled_before  # answers the flooder got before the broadcast arrived
     latency = time.monotonic() - started
-    assert latency < 0.2, f"the broadcast waited {latency:.3f} s behind another client's frames"
+    assert handled < burst // 10, f"the broadcast waited behind {handled} of the flood's frames ({latency:.3f} s)"
     flooder.close()
 
 

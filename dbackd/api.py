@@ -22,10 +22,11 @@ from aiohttp import web
 
 from . import __version__, apischema, jsontext, snapshots, tokens
 from .apischema import InvalidRequest
-from .bodies import TooLarge, read_limited
+from .bodies import TooLarge, TooSlow, read_limited
 from .config import Api
 from .events import PresenceChanged
 from .hub import Hub
+from .rates import RateLimiter
 from .world import DeclaredUser, Unavailable, UnknownServer, UnknownUser, World
 
 log = structlog.get_logger("dbackd.api")
@@ -34,38 +35,18 @@ API_OFF = "the HTTP API is off: set api.tokens in the config to turn it on"
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, headers: Optional[dict[str, str]] = None):
+    def __init__(self, status: int, message: str, headers: Optional[dict[str, str]] = None, close: bool = False):
         super().__init__(message)
         self.status = status
         self.headers = headers or {}
+        self.close = close  # the connection cannot be used again (a body left half-read)
 
 
-def _error(status: int, message: str, headers: Optional[dict[str, str]] = None) -> web.Response:
-    return web.json_response({"error": message}, status=status, headers=headers)
-
-
-class RateLimiter:
-    """A token bucket per key: `burst` requests at once, refilled at `per_second`."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic):
-        self.clock = clock
-        self._buckets: dict[bytes, tuple[float, float]] = {}  # key -> (tokens, when)
-
-    def take(self, key: bytes, per_second: float, burst: int) -> float:
-        """Take one request's worth; 0.0 if allowed, else the seconds until one is available."""
-        now = self.clock()
-        tokens, when = self._buckets.get(key, (float(burst), now))
-        tokens = min(float(burst), tokens + (now - when) * per_second)
-        if tokens >= 1.0:
-            self._buckets[key] = (tokens - 1.0, now)
-            return 0.0
-        self._buckets[key] = (tokens, now)
-        return (1.0 - tokens) / per_second
-
-    def keep_only(self, keys: set[bytes]) -> None:
-        """Forget the buckets of tokens that were removed."""
-        for key in [k for k in self._buckets if k not in keys]:
-            del self._buckets[key]
+def _error(status: int, message: str, headers: Optional[dict[str, str]] = None, close: bool = False) -> web.Response:
+    response = web.json_response({"error": message}, status=status, headers=headers)
+    if close:
+        response.force_close()
+    return response
 
 
 class HttpApi:
@@ -126,7 +107,7 @@ class HttpApi:
         except web.HTTPNotFound:
             return _error(404, f"no such endpoint: {request.path} (see /api/openapi.json)")
         except ApiError as exc:
-            return _error(exc.status, str(exc), exc.headers)
+            return _error(exc.status, str(exc), exc.headers, exc.close)
         except InvalidRequest as exc:
             return _error(400, str(exc))
         except (UnknownServer, UnknownUser) as exc:
@@ -159,11 +140,15 @@ class HttpApi:
         if request.content_type != "application/json":
             got = request.headers.get("Content-Type", "no Content-Type")
             raise ApiError(415, f"the body must be JSON sent with Content-Type: application/json (got {got})")
-        limit = self.world.config.api.max_body_bytes
+        config = self.world.config
+        limit = config.api.max_body_bytes
         try:
-            body = await read_limited(request.content, limit, request.content_length)
+            body = await read_limited(request.content, limit, request.content_length, config.limits.body_timeout)
         except TooLarge:
             raise ApiError(413, f"the body is larger than api.max_body_bytes ({limit} bytes)") from None
+        except TooSlow:
+            raise ApiError(408, f"the body did not arrive within limits.body_timeout "
+                                f"({config.limits.body_timeout:g} s)", close=True) from None
         try:
             data = jsontext.parse(body)
         except jsontext.NotJson as exc:

@@ -10,6 +10,7 @@ does, and so can a host program, which uses the Python API offered on the daemon
 """
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
 from pathlib import Path
@@ -27,13 +28,16 @@ from .declaration import ConfigSource, Declaration, Overrides, load
 from .cluster.backplane import Backplane
 from .cluster.leadership import Leadership
 from .discord import DiscordSource
+from .door import Door
+from . import fdlimit
 from .heartbeat import Heartbeat
 from .host import HostApi
 from .hub import Hub
 from .lifecycle import Listener, Moments, Service, Services
-from .listener import bind
+from .listener import TlsContexts, bind, serve
 from .metrics import Metrics
 from .oauth import OAuthService
+from .peers import Peers
 from .reload import Reloader
 from .simulation import Clock, SimulationService
 from .web import Site
@@ -75,10 +79,14 @@ class Daemon:
         self.hub = Hub(self.world)
         self.metrics = Metrics(self.world, self.hub, self.moments, lambda: self.uptime,
                                self.declaration.loaded_at.timestamp())
-        self.oauth = OAuthService(self.world, on_verified=self.metrics.oauth_verification)
+        self.oauth = OAuthService(self.world, on_verified=self.metrics.oauth_verification,
+                                  on_guard=self.metrics.oauth_guarded)
         self.callbacks = Callbacks(self.world)
-        self.access = Access(self.callbacks.login_verifier(self.oauth.verify))
-        self.sockets = SocketEndpoint(self.world, self.hub, self.access, self.callbacks, self.metrics)
+        self.peers = Peers(self.world)
+        self.door = Door(self.world, self.peers, self.metrics.connection_refused)
+        self.tls = TlsContexts(self.world)
+        self.access = Access(self.callbacks.login_verifier(self.oauth.verify), self.peers)
+        self.sockets = SocketEndpoint(self.world, self.hub, self.access, self.callbacks, self.metrics, self.peers)
         # The sources of world change.
         self.host_api = HostApi(self.world, self.hub, self.callbacks, self.declaration)
         self.http_api = HttpApi(self.world, self.hub)
@@ -92,17 +100,20 @@ class Daemon:
         if self.backplane is not None:
             self.metrics.register(self.backplane)
         self.leadership = Leadership([self.simulation, self.discord], self.backplane)
-        self.app = Site(self.world, self.hub, self.sockets, self.http_api, self.metrics, self.callbacks,
-                        self.health).app
+        self.site = Site(self.world, self.hub, self.sockets, self.http_api, self.metrics, self.callbacks,
+                         self.health)
+        self.app = self.site.app
         # Started in this order, stopped in reverse: the Python API last, so callbacks still
         # running are cancelled before the sockets close.
         self.services = Services()
         if self.backplane is not None:
             self.services.add(self.backplane)  # first: the others start from the cluster's state
-        for service in (self.host_api, self.oauth, self.http_api, self.reloader, Heartbeat(self.hub),
+        for service in (self.host_api, self.oauth, self.http_api, self.tls, self.reloader, Heartbeat(self.hub),
                         self.leadership):
             self.services.add(service)
         self._runner: Optional[web.AppRunner] = None
+        self._servers: list[asyncio.AbstractServer] = []
+        self._bound: list[tuple] = []  # the listening sockets' addresses
         self._started_at: Optional[float] = None  # time.monotonic() when listening began
 
     # -- lifecycle -----------------------------------------------------------------
@@ -120,24 +131,31 @@ class Daemon:
         Returns once the port is served. A port that cannot be bound raises OSError before
         anything has started.
         """
-        listen = self.config.listen
+        config = self.config
+        listen, limits = config.listen, config.limits
         sockets = bind(listen.host, listen.port, reuse_port=self.reuse_port)
+        file_limit = self._file_limit(limits.max_connections)
         runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
         try:
+            tls = await asyncio.to_thread(self.tls.context)
             await self.services.start()
             await runner.setup()
-            for sock in sockets:
-                await web.SockSite(runner, sock).start()
+            server = runner.server
+            assert server is not None
+            site = self.site
+            self._servers = await serve(sockets, self.door.wrap(lambda: site.protocol(server)), tls,
+                                        limits.handshake_timeout)
         except BaseException:  # nothing was served: stop what started, leave nothing to stop
             await runner.cleanup()
             await self.services.stop()
             for sock in sockets:
                 sock.close()
             raise
+        self._bound = [sock.getsockname() for sock in sockets]
         self._runner = runner
         self._started_at = time.monotonic()
         log.info("daemon.started", url=self.url, config=self.config_name, servers=len(self.config.servers),
-                 version=__version__)
+                 version=__version__, file_limit=file_limit)
         self.moments.ready()
 
     async def stop(self) -> None:
@@ -152,12 +170,23 @@ class Daemon:
         await self.services.stop()
         runner, self._runner = self._runner, None
         if runner is not None:
+            for server in self._servers:
+                server.close()  # accept no more; the open connections are closed below
+            self._servers = []
             connections = len(self.hub.connections)
             # aiohttp stops accepting, runs on_shutdown (close every socket with 1001), then
             # waits up to shutdown_timeout for handlers and cancels those still running.
             await runner.cleanup()
             log.info("daemon.stopped", uptime_seconds=round(self.uptime, 3), closed_connections=connections,
                      frames_sent=self.hub.frames_sent, slow_dropped=self.hub.slow_dropped)
+
+    def _file_limit(self, connections: int) -> Optional[int]:
+        """Raise the file-descriptor limit for `limits.max_connections`; the soft limit it got."""
+        soft, hard, room = fdlimit.raise_for(connections)
+        self.peers.capacity = room
+        if room is not None and room < connections:
+            log.warning("daemon.file_limit", soft=soft, hard=hard, max_connections=connections, usable=room)
+        return soft
 
     async def __aenter__(self) -> "Daemon":
         await self.start()
@@ -210,16 +239,16 @@ class Daemon:
     @property
     def port(self) -> int:
         """The bound port (useful when the config asks for port 0)."""
-        if self._runner is not None:
-            for addr in self._runner.addresses:
-                return int(addr[1])
+        for address in self._bound:
+            return int(address[1])
         return self.config.listen.port
 
     @property
     def url(self) -> str:
         host = self.config.listen.host
         host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{self.port}/"
+        scheme = "https" if self.config.listen.tls else "http"
+        return f"{scheme}://{host}:{self.port}/"
 
     @property
     def uptime(self) -> float:
@@ -238,6 +267,7 @@ class Daemon:
             "loaded_at": self.loaded_at.isoformat(),
             "servers": len(self.world.servers),
             "connections": len(self.hub.connections),
+            "tasks": len(asyncio.all_tasks()),
             "frames_sent": self.hub.frames_sent,
             "dropped_slow": self.hub.slow_dropped,
             "reload": self.reloader.status(),

@@ -26,7 +26,7 @@ from .lifecycle import Listener, Moments
 from .world import World
 
 # Refusal reasons the session reports (access.Verdict values and unknown_server).
-REFUSAL_REASONS = ("unknown_server", "auth_failed", "auth_required")
+REFUSAL_REASONS = ("unknown_server", "auth_failed", "auth_required", "throttled", "too_many_joins")
 # OAuth outcomes present at zero from the start; other names appear when first reported.
 OAUTH_OUTCOMES = ("allowed", "denied", "invalid_token", "mismatch", "discord_error", "timeout", "rate_limited")
 # Seconds; a call to Discord usually takes tens to hundreds of milliseconds.
@@ -95,6 +95,15 @@ class Metrics(Listener):
                              registry=r)
         self.oauth_seconds = Histogram("dbackd_oauth_verification_seconds", "Time taken by one OAuth2 verification.",
                                        buckets=OAUTH_BUCKETS, registry=r)
+        self.oauth_guard = Counter("dbackd_oauth_discord_guard",
+                                   "Discord's invalid request limit: answers that count against it (invalid), and "
+                                   "requests not sent because half the limit was reached (refused).", ["kind"],
+                                   registry=r)
+        for kind in ("invalid", "refused"):
+            self.oauth_guard.labels(kind)
+        self.connections_refused = Counter("dbackd_connections_refused",
+                                           "Connections answered 503 at accept, by reason (full, address_full).",
+                                           ["reason"], registry=r)
         Gauge("dbackd_build_info", "Always 1; the version in a label.", ["version"], registry=r).labels(__version__).set(1)
         r.register(_Live(world, hub, uptime))
         ProcessCollector(registry=r)  # memory, CPU, open files of this process (Linux)
@@ -125,6 +134,12 @@ class Metrics(Listener):
         """One OAuth2 check: outcome is one of a small fixed set (allowed, denied, error, ...)."""
         self.oauth.labels(outcome).inc()
         self.oauth_seconds.observe(seconds)
+
+    def oauth_guarded(self, kind: str) -> None:
+        self.oauth_guard.labels(kind).inc()
+
+    def connection_refused(self, reason: str) -> None:
+        self.connections_refused.labels(reason).inc()
 
     def on_event(self, event: Event) -> None:
         self._per_event[type(event)].inc()

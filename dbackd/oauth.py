@@ -7,7 +7,12 @@ slower than `timeout`, rate-limited past it, or answering nonsense means no. Wha
 said is cached per sha256 of the token for `cache_ttl`, and lookups that are already in
 flight are shared, so a crowd of page reloads costs one request. A 429 is honoured: the
 check waits out `Retry-After` when that fits in its `timeout` and otherwise fails at once,
-and nothing is sent on that token again until the wait is over.
+and nothing is sent on that token again until the wait is over. Discord blocks an address
+that gets too many 401, 403 and 429 answers (its invalid request limit: 10,000 in 10
+minutes), after which no real login works: such answers are counted, and once half
+that many were seen in the window no request is sent until the window moves on
+(`oauth.verified` says `rate_limited`, the metrics count it). A token Discord rejected is
+remembered for a minute even with the cache off, so one bad token costs one request.
 
 It answers yes or no and logs one `oauth.verified` event per check. It follows config
 changes as `ConfigReplaced` events (answers learnt under other Discord settings are
@@ -20,6 +25,7 @@ import asyncio
 import enum
 import re
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Hashable, Mapping, Optional, Union
 
@@ -47,6 +53,10 @@ _MAX_ATTEMPTS = 3  # requests per lookup, counting retries after a 429
 _MAX_RETRY_AFTER = 3600.0
 _DEFAULT_RETRY_AFTER = 1.0  # a 429 that does not say how long
 _USER_AGENT = f"DiscordBot (dbackd, {__version__})"  # the form Discord asks of API clients
+FAILED_TTL = 60.0  # seconds a token Discord rejected is remembered, whatever cache_ttl says
+INVALID_WINDOW = 600.0  # Discord's invalid request limit counts 401, 403 and 429 answers over 10 minutes...
+INVALID_BUDGET = 5000  # ...and blocks past 10,000; dbackd stops asking at half that
+_INVALID = (401, 403, 429)
 
 # RFC 6750 token68; anything else could not be sent in a header, so it is no token.
 _TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]{1,512}=*")
@@ -103,14 +113,53 @@ class _Check:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+class InvalidRequestGuard:
+    """Counts Discord's 401, 403 and 429 answers over a sliding window; says no once `budget` were seen."""
+
+    def __init__(self, budget: int = INVALID_BUDGET, window: float = INVALID_WINDOW,
+                 clock: Callable[[], float] = time.monotonic):
+        self.budget = budget
+        self.window = window
+        self.clock = clock
+        self.invalid = 0  # such answers seen, ever
+        self.refused = 0  # requests not sent because the budget was spent
+        self._seen: deque[float] = deque()  # when each answer in the window came
+
+    def allows(self) -> bool:
+        now, seen = self.clock(), self._seen
+        while seen and now - seen[0] >= self.window:
+            seen.popleft()
+        if len(seen) < self.budget:
+            return True
+        self.refused += 1
+        return False
+
+    def record(self, status: int) -> bool:
+        """Note an answer; True if it counts against the limit."""
+        if status not in _INVALID:
+            return False
+        self.invalid += 1
+        self._seen.append(self.clock())
+        return True
+
+    @property
+    def recent(self) -> int:
+        """Such answers within the window (at the last look)."""
+        return len(self._seen)
+
+
 class OAuthService:
     """Verifies Discord logins for the access check; owns the HTTP session, the cache and the lookups in flight."""
 
     def __init__(self, world: World, clock: Callable[[], float] = time.monotonic,
-                 on_verified: Optional[Callable[[str, float], None]] = None):
+                 on_verified: Optional[Callable[[str, float], None]] = None,
+                 guard: Optional[InvalidRequestGuard] = None,
+                 on_guard: Optional[Callable[[str], None]] = None):
         # `clock` times the cache only (tests move it); deadlines and rate limits use real time.
         self.clock = clock
         self.on_verified = on_verified  # (outcome, seconds) for each check, e.g. for metrics
+        self.guard = guard or InvalidRequestGuard()
+        self.on_guard = on_guard  # "invalid" (an answer that counts) or "refused" (not sent), e.g. for metrics
         self.requests = 0  # requests sent to Discord
         self._settings = self._oauth_settings(world.config)
         self._cache: TLRUCache = TLRUCache(MAX_ENTRIES, ttu=lambda _k, v, now: now + v[1], timer=lambda: self.clock())
@@ -312,7 +361,10 @@ class OAuthService:
             return Failure(Outcome.TIMEOUT)
         except Exception as exc:
             return Failure(Outcome.DISCORD_ERROR, error=type(exc).__name__)
-        if ttl > 0 and (not isinstance(result, Failure) or result.cacheable):
+        if isinstance(result, Failure):
+            if result.cacheable:
+                self._cache[key] = (result, FAILED_TTL)
+        elif ttl > 0:
             self._cache[key] = (result, ttl)
         return result
 
@@ -330,11 +382,16 @@ class OAuthService:
             remaining = deadline - now
             if remaining <= 0:
                 return Failure(Outcome.TIMEOUT)
+            if not self.guard.allows():
+                self._report("refused")
+                return Failure(Outcome.RATE_LIMITED, error="too many invalid requests to Discord lately")
             self.requests += 1
             try:
                 async with self._session().get(url, headers=headers, allow_redirects=False,
                                                timeout=aiohttp.ClientTimeout(total=remaining)) as resp:
                     body = await read_limited(resp.content, _MAX_BODY, resp.content_length)
+                    if self.guard.record(resp.status):
+                        self._report("invalid")
                     if resp.status != 429:
                         return resp.status, body
                     self._blocked[gate] = time.monotonic() + _retry_after(resp.headers, body)
@@ -343,6 +400,11 @@ class OAuthService:
             except (aiohttp.ClientError, OSError, ValueError) as exc:
                 return Failure(Outcome.DISCORD_ERROR, error=type(exc).__name__)
         return Failure(Outcome.RATE_LIMITED, 429)
+
+
+    def _report(self, kind: str) -> None:
+        if self.on_guard is not None:
+            self.on_guard(kind)
 
 
 def _mock_identity(oauth: OAuth, token: str) -> Result:

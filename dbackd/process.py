@@ -12,7 +12,7 @@ import structlog
 
 from .daemon import Daemon
 from .notify import NotifyService
-from .workers import tell_parent_ready
+from .workers import tell_parent_ready, watch_parent
 from .tasks import cancel_and_wait
 
 log = structlog.get_logger("dbackd")
@@ -29,6 +29,7 @@ async def serve(daemon: Daemon) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, daemon.reloader.request)
+    watch_parent(stop.set)  # a worker of `workers: N` stops when its parent is gone
     listen = daemon.config.listen
     try:
         await daemon.start()

@@ -23,6 +23,8 @@ UNKNOWN_TYPE = "Unknown event type"
 SERVER_GONE = "This server is no longer available."
 SERVER_PRIVATE = "This server now requires Discord authentication. Please login with Discord."
 ACCESS_CHANGED = "Who may see this server has changed. Please login with Discord again."
+TOO_FAST = "Too many messages. Please reload the page."
+TOO_MANY_JOINS = "Too many server changes at once. Please wait a moment."
 
 
 def encode(message: Mapping[str, Any]) -> bytes:
@@ -167,8 +169,10 @@ def _parse_connect(data: Any) -> Connect:
     server = data.get("server")
     if server is None or (isinstance(server, str) and not server.strip()):
         server = "default"
-    elif isinstance(server, (int, float)) and not isinstance(server, bool):
-        server = str(int(server)) if float(server).is_integer() else str(server)
+    elif isinstance(server, int) and not isinstance(server, bool):
+        server = str(server)  # a snowflake sent as a number (any size: ints are exact)
+    elif isinstance(server, float):
+        server = str(int(server)) if server.is_integer() else str(server)  # inf and nan are not integers
     else:
         server = str(server).strip()
     password = data.get("password")

@@ -4,11 +4,15 @@ Routes: /healthz, /metrics, the HTTP API's sub-application under /api/ (which ha
 public /api/version), and one catch-all for everything else: a socket upgrade on a
 socket path, the host program's static hook, then the static mounts. Mounts, socket
 paths and the metrics switch are read from the world's current config at each request,
-so reloads apply at once. Nothing here changes the world.
+so reloads apply at once; each new connection gets the header timeout then in force.
+A request aiohttp cannot parse is answered without quoting it (a header line can hold a
+token). Nothing here changes the world.
 """
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable
+import asyncio
+from http import HTTPStatus
+from typing import Any, Awaitable, Callable, Optional
 
 import structlog
 from aiohttp import WSCloseCode, web
@@ -18,6 +22,7 @@ from .api import HttpApi
 from .callbacks import Callbacks
 from .hub import Hub
 from .metrics import Metrics
+from .rates import Tally
 from .websocket import SocketEndpoint
 from .world import World
 
@@ -30,6 +35,9 @@ BUILTIN_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
+
+MAX_LINE_BYTES = 8190  # a request line or one header line; aiohttp's default, said here
+LOG_WINDOW = 60.0  # seconds between two log lines about malformed requests
 
 
 class Site:
@@ -50,6 +58,16 @@ class Site:
         app.router.add_get("/{tail:.*}", self.dispatch)
         app.on_shutdown.append(self._close_sockets)
         self.app = app
+        self._bad_requests = Tally(LOG_WINDOW)
+
+    def protocol(self, server: web.Server) -> web.RequestHandler:
+        """aiohttp's protocol for one new connection (the factory `loop.create_server` calls)."""
+        limits = self.world.config.limits
+        # lingering_time: how long a body nobody reads is still taken (and thrown away) before
+        # the connection is closed; no longer than a body is given to arrive at all.
+        return QuietRequestHandler(server, self._bad_requests, loop=asyncio.get_running_loop(),
+                                   keepalive_timeout=limits.header_timeout, lingering_time=limits.body_timeout,
+                                   max_line_size=MAX_LINE_BYTES, max_field_size=MAX_LINE_BYTES, access_log=None)
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response(self.health())
@@ -88,6 +106,33 @@ class Site:
 
     async def _close_sockets(self, app: web.Application) -> None:
         await self.hub.close_all(WSCloseCode.GOING_AWAY, "server shutting down")
+
+
+class QuietRequestHandler(web.RequestHandler):
+    """aiohttp's protocol, answering a request it cannot parse (or a handler's failure) with
+    the bare status: its own answer quotes the offending line, in the body and in an error
+    log line with a traceback, and a header line can hold a token."""
+
+    __slots__ = ("_tally",)
+
+    def __init__(self, manager: web.Server, tally: Tally, **kwargs: Any):
+        super().__init__(manager, **kwargs)
+        self._tally = tally
+
+    def handle_error(self, request: Any, status: int = 500, exc: Optional[BaseException] = None,
+                     message: Optional[str] = None) -> web.StreamResponse:
+        error = type(exc).__name__ if exc is not None else None
+        if status >= 500:
+            log.error("http.failed", status=status, error=error, peer=request.remote, exc_info=exc)
+        else:
+            count = self._tally.note(asyncio.get_running_loop().time())
+            if count:  # by its kind only: the message quotes what the client sent
+                log.info("http.bad_request", status=status, error=error, peer=request.remote, count=count)
+        if request.writer.output_size > 0:
+            raise ConnectionError("part of the response was sent already")
+        response = web.Response(status=status, text=f"{status} {HTTPStatus(status).phrase}\n")
+        response.force_close()
+        return response
 
 
 def _is_upgrade(request: web.Request) -> bool:

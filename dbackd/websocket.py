@@ -1,12 +1,19 @@
 """The socket endpoint: the upgrade, the reader loop of each client, and its end.
 
-For each upgrade it prepares aiohttp's WebSocketResponse (as wire.py's contract asks),
-gives the socket a Wire and a Connection in the hub (which sends the server list first,
-once the host program's hook before the server list, if any, has run),
-and hands every frame the client sends to that socket's Session. Only this handler task
-reads from the socket. It sends nothing itself.
+For each upgrade it prepares aiohttp's WebSocketResponse (as wire.py's contract asks,
+within `limits.handshake_timeout`), gives the socket a Wire and a Connection in the hub
+(which sends the server list first, once the host program's hook before the server
+list, if any, has run), and hands every frame the client sends to that socket's Session,
+yielding to the loop after each one: frames a client sent in one burst are buffered by
+aiohttp and would otherwise be worked through without a pause, holding every other
+client up. A socket through a trusted proxy is counted by the address it was forwarded
+for (peers.py); one that has not joined a server within `limits.join_timeout` is closed
+(1008). Only this handler task reads from the socket. It sends nothing itself.
 """
 from __future__ import annotations
+
+import asyncio
+from typing import Optional
 
 import structlog
 from aiohttp import web
@@ -15,49 +22,93 @@ from .access import Access
 from .callbacks import Callbacks
 from .hub import Connection, Hub
 from .metrics import Metrics
-from .session import Session
+from .peers import Peers, client_address
+from .session import CLOSE_POLICY, Session
 from .wire import Wire
 from .world import World
 
 log = structlog.get_logger("dbackd.web")
 
+CLOSE_INTERNAL_ERROR = 1011
+
 
 class SocketEndpoint:
-    def __init__(self, world: World, hub: Hub, access: Access, callbacks: Callbacks, metrics: Metrics):
+    def __init__(self, world: World, hub: Hub, access: Access, callbacks: Callbacks, metrics: Metrics,
+                 peers: Optional[Peers] = None):
         self.world = world
         self.hub = hub
         self.access = access
         self.callbacks = callbacks
         self.metrics = metrics
+        self.peers = peers or Peers(world)
 
     def paths(self) -> set[str]:
         """Where the upgrade is accepted: /ws, / and <mount>/ws of every static mount (they change on reload)."""
         return {"/", "/ws"} | {m.ws_path for m in self.world.config.static}
 
-    async def handle(self, request: web.Request) -> web.WebSocketResponse:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         config = self.world.config
+        listen, limits = config.listen, config.limits
+        forwarded = listen.trusts(request.remote)
+        address = client_address(listen, request.remote, request.headers.get("X-Forwarded-For"))
+        if forwarded:
+            if self.peers.admit_forwarded(address) is not None:
+                log.info("socket.refused_address", peer=address, reason="address_full")
+                return web.Response(status=503, text="Too many connections", headers={"Retry-After": "5"})
+        try:
+            return await self._serve(request, address, limits)
+        finally:
+            if forwarded:
+                self.peers.release_forwarded(address)
+
+    async def _serve(self, request: web.Request, address: Optional[str], limits) -> web.StreamResponse:
         ws = web.WebSocketResponse(
             autoping=False,  # pings, pongs and the heartbeat go through the hub (see wire.py)
             heartbeat=None,
-            max_msg_size=config.limits.max_message_bytes,
-            compress=config.websocket.compression,
+            max_msg_size=limits.max_message_bytes,
+            compress=self.world.config.websocket.compression,
         )
-        await ws.prepare(request)
+        transport = request.transport
+        try:
+            await asyncio.wait_for(ws.prepare(request), limits.handshake_timeout)
+        except asyncio.TimeoutError:
+            if transport is not None:
+                transport.abort()
+            return ws
         transport = request.transport
         if transport is None:  # the client went away during the handshake
             return ws
-        conn = Connection(Wire(ws, transport), request.remote)
-        session = Session(conn, self.world, self.hub, self.access, self.callbacks, self.metrics)
+        conn = Connection(Wire(ws, transport), address)
+        session = Session(conn, self.world, self.hub, self.access, self.callbacks, self.metrics, address)
         hub = self.hub
         log.info("socket.opened", conn=conn.id, peer=conn.peer, path=request.path)
+        loop = asyncio.get_running_loop()
+        overdue = loop.call_later(limits.join_timeout, self._join_overdue, session) if limits.join_timeout else None
         try:
             await self.callbacks.before_server_list()
             hub.add(conn)
             async for msg in ws:
-                if not await session.receive(msg):
+                try:
+                    more = await session.receive(msg)
+                except Exception:  # a frame that breaks the session must not leave the socket half served
+                    log.exception("socket.failed", conn=conn.id)
+                    hub.drop(conn, CLOSE_INTERNAL_ERROR, b"internal error")
                     break
+                if not more:
+                    break
+                await asyncio.sleep(0)  # one frame per loop turn: a client's burst never holds the others up
         finally:
+            if overdue is not None:
+                overdue.cancel()
             hub.remove(conn)
+            await conn.wire.closed()  # a close the hub began ends with its own code, not the handler's 1000
             await conn.wire.release()
-            log.info("socket.closed", conn=conn.id, code=ws.close_code, frames=conn.frames)
+            log.info("socket.closed", conn=conn.id, code=ws.close_code, frames=conn.frames,
+                     **({"bad_frames": session.bad_frames} if session.bad_frames else {}))
         return ws
+
+    def _join_overdue(self, session: Session) -> None:
+        if session.joined or not session.conn.open:
+            return
+        log.info("socket.join_timeout", conn=session.conn.id, peer=session.address)
+        self.hub.drop(session.conn, CLOSE_POLICY, b"no server joined in time")

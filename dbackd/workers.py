@@ -6,8 +6,10 @@ the world through the cluster's Redis (the `cluster` block is required). The par
 starts the workers, starts again one that dies (with backoff), passes SIGHUP (reload) on
 to every worker, stops them all on SIGTERM, and is the one process that talks to
 systemd: READY=1 once every worker serves, STOPPING=1 when stopping. A worker tells the
-parent it serves by one line on a pipe (`DBACKD_READY_FD`). It decides nothing about
-what the workers serve.
+parent it serves by one line on a pipe (`DBACKD_READY_FD`), and holds the read end of a
+second pipe (`DBACKD_LIFELINE_FD`) whose write end only the parent has: when it reads end
+of file the parent is gone (even killed with SIGKILL), and the worker stops instead of
+serving on unsupervised. It decides nothing about what the workers serve.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import random
 import signal
 import socket
 import sys
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import structlog
 
@@ -26,6 +28,7 @@ from .notify import Notifier, monotonic_usec, socket_address
 log = structlog.get_logger("dbackd.workers")
 
 READY_FD = "DBACKD_READY_FD"
+LIFELINE_FD = "DBACKD_LIFELINE_FD"
 STOP_TIMEOUT = 15.0  # seconds the workers get to stop (they close their sockets) before they are killed
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 30.0
 
@@ -45,14 +48,22 @@ class Worker:
         self.proc: Optional[asyncio.subprocess.Process] = None
         self.ready = asyncio.Event()
         self.restarts = 0
+        self.lifeline: Optional[int] = None  # the write end; closed only when this process ends
 
     async def spawn(self) -> None:
         read_end, write_end = os.pipe()
-        env = {**os.environ, READY_FD: str(write_end)}
+        life_read, life_write = os.pipe()
+        env = {**os.environ, READY_FD: str(write_end), LIFELINE_FD: str(life_read)}
         env.pop("NOTIFY_SOCKET", None)  # only the parent speaks to systemd
         self.ready.clear()
-        self.proc = await asyncio.create_subprocess_exec(*self.argv, pass_fds=(write_end,), env=env)
-        os.close(write_end)
+        try:
+            self.proc = await asyncio.create_subprocess_exec(*self.argv, pass_fds=(write_end, life_read), env=env)
+        finally:
+            os.close(write_end)
+            os.close(life_read)
+        if self.lifeline is not None:
+            os.close(self.lifeline)  # the previous process's, which has ended
+        self.lifeline = life_write
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader()
         transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader),
@@ -151,6 +162,26 @@ def tell_parent_ready() -> None:
             os.close(int(fd))
         except OSError:
             pass
+
+
+def watch_parent(on_gone: Callable[[], None]) -> None:
+    """In a worker: call `on_gone` on the loop once the parent has ended (its lifeline pipe is at EOF)."""
+    fd = os.environ.get(LIFELINE_FD)
+    if not fd:
+        return
+    loop = asyncio.get_running_loop()
+
+    def readable() -> None:
+        try:
+            if os.read(int(fd), 64):
+                return  # the parent never writes; nothing to do but keep waiting
+        except OSError:
+            pass
+        loop.remove_reader(int(fd))
+        log.warning("workers.parent_gone")
+        on_gone()
+
+    loop.add_reader(int(fd), readable)
 
 
 def worker_argv(argv: Sequence[str]) -> list[str]:

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -11,6 +13,9 @@ from typing import Any, Optional
 
 import aiohttp
 import pytest
+import structlog
+
+from dbackd import logs
 
 from dbackd.config import load_file, load_text
 from dbackd.daemon import Daemon
@@ -135,3 +140,21 @@ async def open_client(http):
     yield open_
     for c in clients:
         await c.ws.close()
+
+
+@pytest.fixture
+def captured_logs():
+    """Every log line the daemon writes during the test, as JSON text."""
+    stream = io.StringIO()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    logs.configure("debug", "json", stream)
+    yield stream
+    structlog.reset_defaults()
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def events(stream: io.StringIO, name: str = "oauth.verified") -> list[dict]:
+    lines = [json.loads(line) for line in stream.getvalue().splitlines() if line.startswith("{")]
+    return [e for e in lines if e.get("event") == name]

@@ -6,6 +6,8 @@ Every wait is for a state (a frame, a health field, a log line), bounded by a ti
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import signal
 import sys
@@ -310,8 +312,32 @@ async def test_workers_serve_one_port_from_two_processes(redis, tmp_path, http):
         assert await asyncio.wait_for(proc.wait(), 20) == 0
     finally:
         if proc.returncode is None:
+            proc.kill()  # its workers see their lifeline end and stop
+            await asyncio.wait_for(proc.wait(), 20)
+
+
+async def test_workers_stop_when_their_parent_is_killed(redis, tmp_path):
+    prefix = "t" + uuid.uuid4().hex[:8]
+    cfg = tmp_path / "dback.yaml"
+    cfg.write_text(text(redis.url, prefix, "host") + "workers: 2\n")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "dbackd", "-c", str(cfg), "--port", "0", "--log-format", "json",
+        stderr=asyncio.subprocess.PIPE)
+    pids: list[int] = []
+    try:
+        pids = (await read_until(proc, "workers.started"))["pids"]
+        proc.kill()  # no chance to stop its workers
+        # The workers hold the same stderr: it ends once both have stopped.
+        rest = [json.loads(line) for line in (await asyncio.wait_for(proc.stderr.read(), 20)).splitlines()]
+        assert sorted(r["worker"] for r in rest if r["event"] == "workers.parent_gone") == [0, 1]
+        assert sorted(r["worker"] for r in rest if r["event"] == "daemon.stopped") == [0, 1]
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)  # only if the test failed: none is left otherwise
+        if proc.returncode is None:
             proc.kill()
-            await proc.wait()
+        await asyncio.wait_for(proc.wait(), 20)
 
 
 def test_workers_need_a_cluster(tmp_path, capsys):

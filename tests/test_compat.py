@@ -1228,12 +1228,12 @@ async def test_many_sockets_at_once_share_one_refresh(programs):
     await programs.next()
     assert provider.calls == 1  # at start
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:  # no pool limit
-        opened = await asyncio.wait_for(asyncio.gather(*(socket(http, server) for _ in range(200))), 30)
+        opened = await asyncio.wait_for(asyncio.gather(*(socket(http, server) for _ in range(100))), 30)
         assert all(listed == {DWORLD: {"id": "dworld", "name": "D-World", "default": True, "passworded": False}}
                    for _, listed in opened)
         joins = await asyncio.wait_for(asyncio.gather(*(c.connect("dworld") for c, _ in opened)), 30)
         assert {j["type"] for j in joins} == {"server-join"}
-        assert provider.calls == 2  # 200 opens and 200 joins: one more
+        assert provider.calls == 2  # 100 opens and 100 joins: one more
         for c, _ in opened:
             await c.ws.close()
 

@@ -159,3 +159,11 @@ def test_schema_documents_every_property():
                 walk(value, f"{where}.{key}")
     walk(schema(), "schema")
     json.dumps(schema())
+
+
+def test_yaml_aliases_are_refused_at_their_place():
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n" \
+           "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nservers: [*c]\n"
+    with pytest.raises(ConfigError) as info:
+        load_text(bomb, "t.yaml", ROOT)
+    assert str(info.value) == "t.yaml:2:8: invalid YAML: aliases (*a) are not supported: write the value out"

@@ -2,21 +2,20 @@
 from __future__ import annotations
 
 import asyncio
-import io
+import dataclasses
 import json
-import logging
 import time
 from typing import Any, Awaitable, Callable, Optional
 
 import pytest
-import structlog
 from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
 
-from dbackd import logs, oauth, protocol
+from dbackd import oauth, protocol
 from dbackd.config import load_text
 from dbackd.oauth import OAuthService
 
-from .conftest import EXAMPLE, ROOT
+from .conftest import EXAMPLE, ROOT, events
 
 BOT_TOKEN = "bot-token-0123456789"
 CLIENT_ID = "506432803173433344"
@@ -102,24 +101,6 @@ async def discord(aiohttp_server):
     fake.base = str(server.make_url("/api/v10"))
     yield fake
     fake.release.set()
-
-
-@pytest.fixture
-def captured_logs():
-    """Every log line the daemon writes during the test, as JSON text."""
-    stream = io.StringIO()
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    logs.configure("debug", "json", stream)
-    yield stream
-    structlog.reset_defaults()
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
-def events(stream: io.StringIO, name: str = "oauth.verified") -> list[dict]:
-    lines = [json.loads(line) for line in stream.getvalue().splitlines() if line.startswith("{")]
-    return [e for e in lines if e.get("event") == name]
 
 
 def config(discord: FakeDiscord, access: str, timeout: str = "2s", extra: str = ""):
@@ -455,3 +436,120 @@ async def test_a_reload_with_other_discord_settings_forgets_cached_answers(disco
         assert await service.verify(server, "tok-nelly", NELLY) and discord.count("me") == 2
     finally:
         await service.stop()
+
+
+# -- a reload while a login is being checked -------------------------------------------
+async def held_login(discord: FakeDiscord, client, token: str, user: dict, server: str = "priv") -> asyncio.Event:
+    """Send a login whose Discord answer waits for the returned event; returns once Discord was asked."""
+    hold = asyncio.Event()
+    discord.users[token] = user
+    discord.scripts[token] = [discord.after(hold, discord.answer(200, user))]
+    discord.called.clear()
+    await client.send({"type": "connect", "data": {"server": server, **login(token, user)}})
+    await asyncio.wait_for(discord.called.wait(), 5)
+    return hold
+
+
+async def test_access_removed_while_the_login_is_checked_never_lets_the_user_in(start_daemon, open_client,
+                                                                                discord):
+    d = await start_daemon(config(discord, f'{{users: ["{NELLY["id"]}"]}}'))
+    client = await open_client(d)
+    hold = await held_login(discord, client, "tok-nelly", NELLY)
+    await d.declaration.replace(config(discord, f'{{users: ["{OTTO["id"]}"]}}'))  # Nelly is off the rules
+    hold.set()
+    assert await client.recv() == FAILED
+    d.world.set_presence("priv", "21", "dnd")
+    await client.assert_quiet()  # nothing of the private server reached it
+
+
+async def test_an_id_given_to_another_server_while_the_login_is_checked_is_decided_again(start_daemon, open_client,
+                                                                                        discord):
+    d = await start_daemon(config(discord, f'{{users: ["{NELLY["id"]}"]}}'))
+    client = await open_client(d)
+    hold = await held_login(discord, client, "tok-nelly", NELLY)
+    # "priv" now names another private server, whose rules do not list Nelly.
+    swapped = config(discord, f'{{users: ["{NELLY["id"]}"]}}').servers
+    other = dataclasses.replace(swapped[1], snowflake="3", name="Other",
+                                access=dataclasses.replace(swapped[1].access, users=(OTTO["id"],)))
+    await d.declaration.replace(dataclasses.replace(d.config, servers=(swapped[0], other)))
+    assert d.world.get("3").info.name == "Other"  # the world has it before Discord answers
+    hold.set()
+    assert await client.recv() == FAILED
+    await client.assert_quiet()
+
+
+async def test_a_reload_that_changes_nothing_for_the_server_lets_the_login_through(start_daemon, open_client,
+                                                                                   discord):
+    d = await start_daemon(config(discord, f'{{users: ["{NELLY["id"]}"]}}'))
+    client = await open_client(d)
+    hold = await held_login(discord, client, "tok-nelly", NELLY)
+    await d.declaration.replace(config(discord, f'{{users: ["{NELLY["id"]}"]}}', extra="  cache_ttl: 1m"))
+    hold.set()
+    assert (await client.recv_type("server-join"))["data"]["serverName"] == "Private"
+
+
+# -- what Discord is asked ---------------------------------------------------------------
+async def test_the_guard_stops_calling_discord_before_its_invalid_request_limit(start_daemon, open_client, discord,
+                                                                                captured_logs, http):
+    d = await start_daemon(config(discord, "{any_discord_user: true}"))
+    d.oauth.guard.budget = 3  # Discord blocks at 10,000; the point is where it stops, not how far
+    clients = [await open_client(d) for _ in range(2)]
+    for i in range(6):
+        assert await clients[i % 2].connect("priv", **login(f"random-{i}", NELLY)) == FAILED
+    assert discord.count("me") == 3
+    assert [e["outcome"] for e in events(captured_logs)] == ["invalid_token"] * 3 + ["rate_limited"] * 3
+    async with http.get(f"http://127.0.0.1:{d.port}/metrics") as r:
+        families = {f.name: f for f in text_string_to_metric_families(await r.text())}
+    guard = {s.labels["kind"]: s.value for s in families["dbackd_oauth_discord_guard"].samples
+             if s.name.endswith("_total")}
+    assert guard == {"invalid": 3.0, "refused": 3.0}
+
+
+async def test_a_rejected_token_is_remembered_for_a_minute_even_with_the_cache_off(start_daemon, open_client,
+                                                                                   discord):
+    d = await start_daemon(config(discord, "{any_discord_user: true}", extra="  cache_ttl: 0"))
+    now = [1000.0]
+    d.oauth.clock = lambda: now[0]
+    client = await open_client(d)
+    for _ in range(3):
+        assert await client.connect("priv", **login("expired", NELLY)) == FAILED
+    assert discord.count("me") == 1
+    now[0] += oauth.FAILED_TTL + 1
+    assert await client.connect("priv", **login("expired", NELLY)) == FAILED
+    assert discord.count("me") == 2
+
+
+async def test_one_address_gets_its_share_of_login_checks_per_minute(start_daemon, open_client, discord, http):
+    d = await start_daemon(config(discord, "{any_discord_user: true}"))
+    limited = dataclasses.replace(d.config, limits=dataclasses.replace(d.config.limits, oauth_checks_per_minute=4))
+    await d.declaration.replace(limited)
+    clients = [await open_client(d) for _ in range(3)]
+    answers = [await clients[i % 3].connect("priv", **login(f"random-{i}", NELLY)) for i in range(7)]
+    assert answers == [FAILED] * 7
+    assert discord.count("me") == 4  # the rest were refused without asking Discord
+    async with http.get(f"http://127.0.0.1:{d.port}/metrics") as r:
+        families = {f.name: f for f in text_string_to_metric_families(await r.text())}
+    refusals = {s.labels["reason"]: s.value for s in families["dbackd_join_refusals"].samples
+                if s.name.endswith("_total")}
+    assert refusals["throttled"] == 3 and refusals["auth_failed"] == 4
+
+
+async def test_concurrent_checks_per_address_are_bounded(start_daemon, open_client, discord):
+    hold = asyncio.Event()
+    d = await start_daemon(config(discord, "{any_discord_user: true}"))
+    limited = dataclasses.replace(d.config, limits=dataclasses.replace(d.config.limits, oauth_checks_per_address=2))
+    await d.declaration.replace(limited)
+    clients = [await open_client(d) for _ in range(3)]
+    for i, c in enumerate(clients):
+        discord.users[f"t{i}"] = NELLY
+        discord.scripts[f"t{i}"] = [discord.after(hold, discord.answer(200, NELLY))]
+    for i, c in enumerate(clients[:2]):
+        await c.send({"type": "connect", "data": {"server": "priv", **login(f"t{i}", NELLY)}})
+    while discord.count("me") < 2:
+        discord.called.clear()
+        await asyncio.wait_for(discord.called.wait(), 5)
+    assert await clients[2].connect("priv", **login("t2", NELLY)) == FAILED  # a third at once: refused at once
+    hold.set()
+    for c in clients[:2]:
+        assert (await c.recv_type("server-join"))["data"]["serverName"] == "Private"
+    assert discord.count("me") == 2

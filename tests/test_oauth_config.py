@@ -97,7 +97,7 @@ def test_the_mock_provider_cannot_check_guilds():
     ("oauth: {provider: google}", 'oauth.provider: "google" is not one of "discord", "mock"'),
     ("oauth: {api_base: discord.com}", "oauth.api_base: must be an http:// or https:// URL"),
     ("oauth: {client_id: 5060}", "oauth.client_id: must be a Discord id"),
-    ("oauth: {tokens: {t: {id: '1'}}}", "oauth.tokens.t: missing required key 'username'"),
+    ("oauth: {tokens: {t: {id: '1'}}}", "oauth.tokens.<token #1>: missing required key 'username'"),
     ("oauth: {bot_tokn: x}", "unknown key `bot_tokn` (did you mean `bot_token`?)"),
 ])
 def test_bad_oauth_settings(bad, message):

@@ -461,3 +461,22 @@ def test_embed_example_runs():
     done = next(e for e in events if e["event"] == "embed.done")
     assert done["moves"] >= 2 and set(done["statuses"]) == {"200000000000000001", "200000000000000002",
                                                              "200000000000000003"}
+
+
+async def test_a_bad_answer_never_logs_a_provided_servers_password(daemon):
+    d = daemon
+    secret = "SECRET-provided-password-91c"
+
+    @d.on_get_server_data(timeout=2)
+    async def servers():
+        return [{"snowflake": "9", "id": "x", "name": "X", "passworded": True, "password": secret}, 5]
+
+    @d.on_get_client_id
+    async def client_id(server: str):
+        return {"password": secret}
+
+    with structlog.testing.capture_logs() as logs:
+        await d.start()
+        await d.refresh()
+    assert any(e["event"] in ("provider.rejected", "callback.bad_answer") for e in logs)
+    assert secret not in repr(logs)

@@ -379,3 +379,18 @@ async def test_the_embedded_default_is_not_watched(open_client):
         await c.assert_quiet()
     finally:
         await d.stop()
+
+
+async def test_a_deleted_config_file_shows_in_healthz_until_it_is_back(live, open_client, http):
+    d, editor = live
+    c = await joined(open_client, d)
+    os.unlink(editor.path)
+    await d.reload()
+    async with http.get(f"http://127.0.0.1:{d.port}/healthz") as r:
+        health = await r.json()
+    assert health["status"] == "ok" and health["reload"]["ok"] is False
+    assert health["reload"]["errors"] == [f"{editor.path}: the file is missing; the running config stays until "
+                                          "it is back"]
+    await c.assert_quiet()  # the running config stays
+    editor.in_place(render(port=0))
+    assert await d.reload() is True and d.health()["reload"]["ok"] is True

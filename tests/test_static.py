@@ -116,3 +116,30 @@ async def test_version_and_health(start_daemon, http):
     assert health["status"] == "ok" and health["config"] == "test.yaml"
     assert health["servers"] == 1 and health["connections"] == 1
     assert health["loaded_at"].endswith("+00:00")
+
+
+async def test_head_range_and_validators(start_daemon, http, site):
+    d = await start_daemon(site)
+    url = f"http://127.0.0.1:{d.port}/sub/style.css"
+    async with http.head(url) as r:
+        assert r.status == 200 and r.headers["Content-Length"] == "6" and await r.read() == b""
+        etag, modified = r.headers["ETag"], r.headers["Last-Modified"]
+    async with http.get(url, headers={"Range": "bytes=1-3"}) as r:
+        assert r.status == 206 and await r.read() == b"ody" and r.headers["Content-Range"] == "bytes 1-3/6"
+    async with http.get(url, headers={"Range": "bytes=10-20"}) as r:
+        assert r.status == 416
+    async with http.get(url, headers={"If-None-Match": etag}) as r:
+        assert r.status == 304 and await r.read() == b""
+    async with http.get(url, headers={"If-Modified-Since": modified}) as r:
+        assert r.status == 304
+
+
+async def test_a_404_is_small_and_quotes_nothing(start_daemon, site):
+    d = await start_daemon(site)
+    status, data = await raw_get(d.port, "/" + "A" * 200)
+    assert status == 404 and len(data) < 500 and b"AAAA" not in data
+    status, data = await raw_get(d.port, "/" + "A" * 8000)  # a name longer than the file system allows
+    assert status in (403, 404)
+    assert len(data) < 500 and b"AAAA" not in data
+    status, data = await raw_get(d.port, "/" + "A" * 9000)  # past the line limit: refused before any lookup
+    assert status == 400 and len(data) < 500 and b"AAAA" not in data

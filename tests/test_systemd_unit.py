@@ -52,6 +52,13 @@ def test_notify_reload_restart():
     assert one("Install.WantedBy") == "multi-user.target"
 
 
+def test_file_limit_fits_the_default_connection_cap():
+    from dbackd import fdlimit
+    from dbackd.config import Limits
+
+    assert int(one("Service.LimitNOFILE")) >= Limits().max_connections + fdlimit.RESERVE
+
+
 def test_hardening():
     assert one("Service.DynamicUser") == "yes"
     for key in ("ProtectHome", "PrivateTmp", "NoNewPrivileges", "PrivateDevices", "RestrictSUIDSGID"):

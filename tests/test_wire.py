@@ -51,12 +51,12 @@ class RawClient:
             f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{extension}\r\n").encode())
         client = cls(sock)
         while b"\r\n\r\n" not in client.buffer:
-            await client._fill()
+            await client.fill()
         head, client.buffer = client.buffer.split(b"\r\n\r\n", 1)
         assert head.startswith(b"HTTP/1.1 101"), head
         return client
 
-    async def _fill(self) -> None:
+    async def fill(self) -> None:
         data = await asyncio.wait_for(asyncio.get_running_loop().sock_recv(self.sock, 1 << 16), RECV_TIMEOUT)
         if not data:
             self.eof = True
@@ -88,7 +88,7 @@ class RawClient:
 
     async def frame(self) -> tuple[int, bytes]:
         while not self._parse():
-            await self._fill()
+            await self.fill()
         return self.frames[-1]
 
     async def until_eof(self) -> list[tuple[int, bytes]]:
@@ -97,7 +97,7 @@ class RawClient:
             while True:
                 while self._parse():
                     pass
-                await self._fill()
+                await self.fill()
         except EOFError:
             pass
         return self.frames

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from .model import Config, Server, User
+from .model import Config, User
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ def diff(old: Config, new: Config) -> ConfigDiff:
             if a != b:
                 users.append(UserChange(snowflake, uid, a, b))
     restart = []
-    if old.listen != new.listen:
+    if old.listen.bound != new.listen.bound:
         restart.append("listen")
     if old.logging != new.logging:
         restart.append("logging")
@@ -75,7 +75,7 @@ def diff(old: Config, new: Config) -> ConfigDiff:
         ),
         access_changed=tuple(
             s for s in after if s in before and after[s].passworded and before[s].passworded
-            and _gate(after[s]) != _gate(before[s])
+            and after[s].gate != before[s].gate
         ),
         client_ids=tuple(
             (s, after[s].oauth.client_id) for s in after
@@ -90,12 +90,6 @@ def diff(old: Config, new: Config) -> ConfigDiff:
         api_changed=old.api != new.api,
         restart_required=tuple(restart),
     )
-
-
-def _gate(server: Server) -> tuple:
-    """What decides who gets into a private server (not the client id, timeouts or cache)."""
-    o = server.oauth
-    return server.password, server.access, o.provider, o.api_base, o.bot_token, o.tokens
 
 
 def describe(d: ConfigDiff, old: Config, new: Config) -> list[str]:
@@ -126,7 +120,8 @@ def describe(d: ConfigDiff, old: Config, new: Config) -> list[str]:
     if d.static_changed:
         lines.append("~ static mounts changed: served from the next request")
     if d.limits_changed:
-        lines.append("~ limits changed: buffer limits and heartbeat apply now, the frame size limit to new sockets")
+        lines.append("~ limits changed: rates, caps, buffer limits and heartbeat apply now; the frame size limit and "
+                     "the join and header timeouts to new sockets")
     if d.websocket_changed:
         lines.append("~ websocket options changed: new sockets use them, open ones keep what they negotiated")
     if d.api_changed:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import ssl
 from collections import Counter
 from importlib import resources
 from pathlib import Path
@@ -136,6 +137,8 @@ def _check_rules(source: Source, base_dir: Path) -> tuple[list[Problem], list[st
         elif isinstance(token, str) and source.file != "<dict>" and ("api", "tokens", i) not in source.from_env:
             notes.append(f"api.tokens[{i}] is written in the file: give it with ${{VAR}} to keep it out of the file")
 
+    _check_listen(source, data, base_dir, problems)
+    _check_limits(source, data, problems)
     duplicates([(normalise_prefix(m["path"]), ("static", i, "path")) for i, m in enumerate(mounts)
                 if isinstance(m.get("path"), str)], "mount path")
     for i, m in enumerate(mounts):
@@ -146,6 +149,52 @@ def _check_rules(source: Source, base_dir: Path) -> tuple[list[Problem], list[st
             if not d.is_dir():
                 problems.append(source.problem(("static", i, "dir"), f"not a directory: {d}"))
     return problems, notes
+
+
+def _check_listen(source: Source, data: dict, base_dir: Path, problems: list[Problem]) -> None:
+    """Trusted proxies are addresses or networks; the TLS files exist and make a usable pair."""
+    listen = data.get("listen") if isinstance(data.get("listen"), dict) else {}
+    for i, proxy in enumerate(_list(listen.get("trusted_proxies"))):
+        if isinstance(proxy, str):
+            try:
+                ipaddress.ip_network(proxy.strip(), strict=False)
+            except ValueError:
+                problems.append(source.problem(("listen", "trusted_proxies", i),
+                                               f"not an IP address or network: {proxy!r}"))
+    tls = listen.get("tls")
+    if not isinstance(tls, dict) or not isinstance(tls.get("cert"), str) or not isinstance(tls.get("key"), str):
+        return
+    cert, key = (base_dir / tls["cert"]).resolve(), (base_dir / tls["key"]).resolve()
+    source.included.update((cert, key))  # a reload follows them: a renewed certificate is picked up
+    try:
+        tls_context(cert, key)
+    except FileNotFoundError as exc:
+        which = "key" if Path(exc.filename or "") == key else "cert"
+        problems.append(source.problem(("listen", "tls", which), f"no such file: {exc.filename}"))
+    except (OSError, ssl.SSLError) as exc:
+        # OpenSSL's reason names neither the key nor its contents.
+        reason = getattr(exc, "reason", None) or exc.strerror or type(exc).__name__
+        problems.append(source.problem(("listen", "tls"), f"cannot use the certificate and key: {reason}"))
+
+
+def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """A server-side TLS context with the given chain and key. Blocking (reads files)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+_POSITIVE = ("handshake_timeout", "header_timeout", "body_timeout")
+
+
+def _check_limits(source: Source, data: dict, problems: list[Problem]) -> None:
+    limits = data.get("limits") if isinstance(data.get("limits"), dict) else {}
+    for key in _POSITIVE:
+        try:
+            if key in limits and seconds(limits[key]) <= 0:
+                problems.append(source.problem(("limits", key), "must be more than 0"))
+        except ValueError:
+            pass  # the schema reports a malformed duration
 
 
 # Secret keys of an oauth block and the variable the error message suggests for each.

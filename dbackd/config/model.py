@@ -7,6 +7,7 @@ new model and the world is moved from the old one to the new one.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import itertools
 import random
 from dataclasses import dataclass, field
@@ -210,6 +211,12 @@ class Server:
     discord: Optional[DiscordOptions] = None  # for source "discord"
     named: bool = True  # False: the config gave no name (a discord server takes its guild's)
 
+    @property
+    def gate(self) -> tuple:
+        """What decides who gets in (not the client id, timeouts or cache): equal gates, equal answers."""
+        o = self.oauth
+        return self.passworded, self.password, self.access, o.provider, o.api_base, o.bot_token, o.tokens
+
     def public_info(self) -> dict[str, Any]:
         """What the client may see in server-list: never the password or access rules."""
         info: dict[str, Any] = {"id": self.id, "name": self.name}
@@ -231,9 +238,34 @@ class Mount:
 
 
 @dataclass(frozen=True)
+class Tls:
+    """Certificate chain and private key files (PEM), read again when they change."""
+
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True)
 class Listen:
     host: str = "127.0.0.1"
     port: int = 3000
+    tls: Optional[Tls] = None
+    trusted_proxies: tuple = ()  # ip networks whose X-Forwarded-For is believed
+
+    @property
+    def bound(self) -> tuple:
+        """What needs a restart to change: the listening sockets (and how they speak)."""
+        return self.host, self.port, self.tls
+
+    def trusts(self, peer: Optional[str]) -> bool:
+        """True when `peer` (an address as text) is one of the trusted proxies."""
+        if not self.trusted_proxies or not peer:
+            return False
+        try:
+            address = ipaddress.ip_address(peer)
+        except ValueError:
+            return False
+        return any(address in net for net in self.trusted_proxies)
 
 
 @dataclass(frozen=True)
@@ -247,6 +279,18 @@ class Limits:
     max_message_bytes: int = 65536
     send_buffer_bytes: int = 1048576
     heartbeat: float = 30.0
+    frames_per_second: float = 20.0
+    frames_burst: int = 60
+    joins_per_second: float = 2.0
+    joins_burst: int = 10
+    max_connections: int = 10000
+    max_connections_per_address: int = 128
+    oauth_checks_per_address: int = 8
+    oauth_checks_per_minute: int = 30
+    handshake_timeout: float = 10.0
+    header_timeout: float = 15.0
+    body_timeout: float = 30.0
+    join_timeout: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -349,6 +393,11 @@ def _oauth(data: Mapping[str, Any]) -> OAuth:
     )
 
 
+_COUNTS = ("max_message_bytes", "send_buffer_bytes", "frames_burst", "joins_burst", "max_connections",
+           "max_connections_per_address", "oauth_checks_per_address", "oauth_checks_per_minute")
+_DURATIONS = ("heartbeat", "handshake_timeout", "header_timeout", "body_timeout", "join_timeout")
+
+
 def build(data: Mapping[str, Any], base_dir: Path, file: Optional[str], notes: tuple[str, ...] = (),
           simulations: Optional[list] = None) -> Config:
     """Turn validated, default-filled data into the model.
@@ -368,15 +417,23 @@ def build(data: Mapping[str, Any], base_dir: Path, file: Optional[str], notes: t
         for m in data["static"]
     )
     lim = data["limits"]
+    listen = data["listen"]
+    tls = listen.get("tls")
     return Config(
         servers=servers,
-        listen=Listen(**data["listen"]),
+        listen=Listen(
+            host=listen["host"],
+            port=listen["port"],
+            tls=None if tls is None else Tls((base_dir / tls["cert"]).resolve(), (base_dir / tls["key"]).resolve()),
+            trusted_proxies=tuple(ipaddress.ip_network(p, strict=False) for p in listen["trusted_proxies"]),
+        ),
         static=static,
         logging=Logging(**data["logging"]),
         limits=Limits(
-            max_message_bytes=lim["max_message_bytes"],
-            send_buffer_bytes=lim["send_buffer_bytes"],
-            heartbeat=seconds(lim["heartbeat"]),
+            **{k: lim[k] for k in _COUNTS},
+            **{k: seconds(lim[k]) for k in _DURATIONS},
+            frames_per_second=float(lim["frames_per_second"]),
+            joins_per_second=float(lim["joins_per_second"]),
         ),
         websocket=WebSocket(**data["websocket"]),
         metrics=MetricsEndpoint(**data["metrics"]),

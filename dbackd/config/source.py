@@ -1,7 +1,7 @@
 """YAML text → plain data, remembering where every value stood.
 
 Parses with PyYAML's safe composer only (no tags beyond the safe set), rejects
-duplicate keys, interpolates ${VAR} / ${VAR:-default} from the environment, and keeps
+aliases and duplicate keys, interpolates ${VAR} / ${VAR:-default} from the environment, and keeps
 a map from each JSON path to its (line, column) so later stages can point at the
 file. It does not validate meaning: that is the schema's and the loader's job.
 """
@@ -17,6 +17,9 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from .errors import Problem, format_path
 
 Path = tuple  # tuple[str | int, ...]
+
+# Keys whose values are secrets: never quoted in a message.
+_SECRET_KEY = re.compile(r"password|secret|token", re.IGNORECASE)
 
 # ${NAME} or ${NAME:-default}; $${ is a literal "${".
 _ENV_RE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -48,12 +51,47 @@ class Source:
             p = p[:-1]
 
     def problem(self, path: Path, message: str, key: bool = False) -> Problem:
+        """A problem at `path`; a secret on the way (a mock token as a key, a password's
+        value) is named by its position and never quoted, in the path or the message."""
         line, col = self.position(path, key)
-        return Problem(self.file, line, col, format_path(path), message)
+        shown, secrets = self._masked(tuple(path))
+        for secret in filter(None, secrets):
+            message = message.replace(repr(secret), "the secret").replace(secret, "the secret")
+        return Problem(self.file, line, col, format_path(shown), message)
+
+    def _masked(self, path: Path) -> tuple[Path, list[str]]:
+        shown: list = []
+        secrets: list[str] = []
+        node: Any = self.data
+        for i, part in enumerate(path):
+            if isinstance(part, str) and i >= 2 and path[i - 2:i] == ("oauth", "tokens"):
+                position = list(node).index(part) + 1 if isinstance(node, dict) and part in node else "?"
+                shown.append(f"<token #{position}>")
+                secrets.append(part)
+            else:
+                shown.append(part)
+            node = node.get(part) if isinstance(node, dict) else (
+                node[part] if isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node) else None)
+        last = path[-1] if path else None
+        if isinstance(last, str) and _SECRET_KEY.search(last) and isinstance(node, str) and node:
+            secrets.append(node)
+        return tuple(shown), secrets
 
 
 def _mark(node: Node) -> tuple[int, int]:
     return node.start_mark.line + 1, node.start_mark.column + 1
+
+
+class _Loader(yaml.SafeLoader):
+    """The safe loader, refusing aliases: `*name` repeats a node, and a few nested ones
+    make a small file expand to billions of values."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, f"aliases (*{event.anchor}) are not supported: "
+                                              "write the value out", event.start_mark)
+        return super().compose_node(parent, index)
 
 
 class _Builder:
@@ -133,7 +171,7 @@ def parse(text: str, file: str, env: Mapping[str, str]) -> tuple[Source, list[Pr
     source = Source(file=file, data=None)
     problems: list[Problem] = []
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)

@@ -10,7 +10,7 @@ from .model import Config, Server
 
 def summary(config: Config) -> str:
     lines = [f"{config.file or EMBEDDED_NAME}: OK",
-             f"listen   {config.listen.host}:{config.listen.port}"]
+             f"listen   {config.listen.host}:{config.listen.port}" + (" (TLS)" if config.listen.tls else "")]
     for m in config.static:
         lines.append(f"static   {m.path} -> {m.dir or 'built-in page'} (socket also at {m.ws_path})")
     api = config.api

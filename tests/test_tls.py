@@ -1,0 +1,98 @@
+"""listen.tls: HTTPS and wss:// on the listening sockets, and a renewed certificate picked up for new connections."""
+from __future__ import annotations
+
+import asyncio
+import shutil
+import ssl
+import subprocess
+
+import aiohttp
+import pytest
+
+from .conftest import RECV_TIMEOUT, Client
+
+pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+
+
+def make_cert(directory, name: str) -> tuple:
+    cert, key = directory / f"{name}.pem", directory / f"{name}.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={name}",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+def config(limits: str = "") -> str:
+    return f"""
+listen: {{host: 127.0.0.1, port: 0, tls: {{cert: cert.pem, key: key.pem}}}}
+servers: [{{snowflake: "1", id: a, name: A, default: true, users: [{{uid: "11", username: x}}]}}]
+{limits}
+"""
+
+
+def trusting(*certs) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    for cert in certs:
+        context.load_verify_locations(cafile=str(cert))
+    return context
+
+
+async def peer_name(port: int, *certs) -> str:
+    """The CN of the certificate the daemon shows a new connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=trusting(*certs))
+    subject = dict(x[0] for x in writer.get_extra_info("peercert")["subject"])
+    writer.close()
+    return subject["commonName"]
+
+
+@pytest.fixture
+def tls_dir(tmp_path):
+    one = make_cert(tmp_path, "one")
+    shutil.copy(one[0], tmp_path / "cert.pem")
+    shutil.copy(one[1], tmp_path / "key.pem")
+    return tmp_path
+
+
+async def test_wss_and_https_with_a_certificate_renewed_in_place(start_daemon, tls_dir):
+    path = tls_dir / "dback.yaml"
+    path.write_text(config())
+    d = await start_daemon(path)
+    assert d.url.startswith("https://")
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"https://127.0.0.1:{d.port}/healthz", ssl=trusting(tls_dir / "one.pem")) as r:
+            assert (await r.json())["status"] == "ok"
+        first = Client(await http.ws_connect(f"wss://127.0.0.1:{d.port}/ws", ssl=trusting(tls_dir / "one.pem")))
+        await first.recv_type("server-list")
+        assert (await first.connect("a"))["type"] == "server-join"
+        two = make_cert(tls_dir, "two")
+        shutil.copy(two[1], tls_dir / "key.pem")
+        shutil.copy(two[0], tls_dir / "cert.pem")
+        for _ in range(200):  # the reload that follows the edit loads the new pair
+            if await peer_name(d.port, tls_dir / "one.pem", tls_dir / "two.pem") == "two":
+                break
+            await asyncio.sleep(0.02)
+        assert await peer_name(d.port, tls_dir / "two.pem") == "two"
+        await first.assert_quiet()  # the socket opened under the old certificate is still served
+    assert (tls_dir / "cert.pem") in d.config_sources()
+
+
+async def test_a_client_that_never_starts_tls_is_closed_after_the_handshake_timeout(start_daemon, tls_dir):
+    path = tls_dir / "dback.yaml"
+    path.write_text(config("limits: {handshake_timeout: 0.3}"))
+    d = await start_daemon(path)
+    reader, writer = await asyncio.open_connection("127.0.0.1", d.port)
+    assert await asyncio.wait_for(reader.read(), RECV_TIMEOUT) == b""
+    writer.close()
+
+
+def test_a_key_that_does_not_match_is_a_config_error(tls_dir, capsys):
+    from dbackd.cli import main
+
+    two = make_cert(tls_dir, "two")
+    shutil.copy(two[1], tls_dir / "key.pem")
+    path = tls_dir / "dback.yaml"
+    path.write_text(config())
+    assert main(["check", "-c", str(path)]) == 1
+    captured = capsys.readouterr()
+    out = captured.out + captured.err
+    assert "listen.tls: cannot use the certificate and key" in out and "BEGIN" not in out

@@ -7,6 +7,8 @@ asyncio) are rendered the same way, after a filter that reshapes them: a malform
 request is named by its kind (aiohttp quotes the offending header line, which can hold
 a token), credentials in their text are cut out, and a record repeated within a minute
 is written once with a count (a refused accept can repeat a thousand times a second).
+Every line is bounded (`MAX_LINE`) and written with one write, so the workers of
+`workers: N`, which share one stderr, never interleave inside a line.
 It configures logging only; it decides nothing about what is logged.
 """
 from __future__ import annotations
@@ -38,6 +40,11 @@ _SECRET_TEXT = re.compile(
     r"|((?:bearer|bot|basic)\s+)[A-Za-z0-9\-._~+/=%]+",
     re.IGNORECASE,
 )
+MAX_LINE = 4000  # bytes of one line: a pipe takes a write of up to PIPE_BUF (4096) whole
+MAX_FIELD = 300  # characters kept of a text field of a record that was too long
+MAX_ITEMS = 10  # items kept of a list field of a record that was too long
+MAX_TRACE = 1500  # characters kept of a traceback (its end, where the error is)
+_ESSENTIAL = ("event", "level", "timestamp", "logger", "worker", "conn", "server", "error")
 FOREIGN_WINDOW = 60.0  # seconds in which a repeated library record is written once
 _MAX_TALLIES = 256  # distinct library messages remembered for that
 
@@ -94,6 +101,39 @@ def redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> Mutab
     return event
 
 
+def _shorten(key: str, value: Any) -> Any:
+    if key == "exception" and isinstance(value, str):
+        return "..." + value[-MAX_TRACE:] if len(value) > MAX_TRACE else value
+    if isinstance(value, str) and len(value) > MAX_FIELD:
+        return f"{value[:MAX_FIELD]}...(+{len(value) - MAX_FIELD} chars)"
+    if isinstance(value, (list, tuple)):
+        items = [_shorten("", v) for v in value[:MAX_ITEMS]]
+        return items + [f"...(+{len(value) - MAX_ITEMS} more)"] if len(value) > MAX_ITEMS else items
+    if isinstance(value, dict) and len(repr(value)) > MAX_FIELD:
+        return _shorten("", repr(value))
+    return value
+
+
+def bounded(renderer: Any) -> Any:
+    """`renderer`, with a record whose line would pass MAX_LINE shortened field by field,
+    then cut to its essential fields, and marked `truncated=true`."""
+
+    def render(logger: Any, method: str, event: MutableMapping[str, Any]) -> Any:
+        line = renderer(logger, method, dict(event))  # the console renderer pops what it shows
+        if len(line.encode("utf-8", "replace")) <= MAX_LINE:
+            return line
+        short = {key: _shorten(key, value) for key, value in event.items()}
+        short["truncated"] = True
+        line = renderer(logger, method, dict(short))
+        if len(line.encode("utf-8", "replace")) <= MAX_LINE:
+            return line
+        essential = {key: short[key] for key in (*_ESSENTIAL, "exception") if key in short}
+        essential["truncated"] = True
+        return renderer(logger, method, essential)
+
+    return render
+
+
 def configure(level: str = "info", fmt: str = "auto", stream: Optional[TextIO] = None) -> None:
     global _current
     stream = stream or sys.stderr
@@ -102,9 +142,9 @@ def configure(level: str = "info", fmt: str = "auto", stream: Optional[TextIO] =
     _current = (level, fmt)
     renderer: Any
     if fmt == "json":
-        renderer = structlog.processors.JSONRenderer()
+        renderer = bounded(structlog.processors.JSONRenderer())
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        renderer = bounded(structlog.dev.ConsoleRenderer(colors=stream.isatty()))
     stamp = structlog.processors.TimeStamper(fmt="iso", utc=True)
     structlog.configure(
         processors=[
@@ -116,7 +156,7 @@ def configure(level: str = "info", fmt: str = "auto", stream: Optional[TextIO] =
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(stream),
+        logger_factory=structlog.WriteLoggerFactory(stream),  # the line and its newline in one write
         cache_logger_on_first_use=False,
     )
     # Libraries that use the standard logging module (aiohttp, asyncio) go to the same stream,

@@ -75,6 +75,7 @@ class Node:
         self.tmp = tempfile.TemporaryDirectory()
         cfg = Path(self.tmp.name) / "bench.yaml"
         head = f"listen: {{host: 127.0.0.1, port: {port}}}\nlogging: {{level: warning, format: json}}\n"
+        head += "limits: {max_connections: 30000, max_connections_per_address: 30000}\n"  # all from 127.0.0.1
         head += 'api: {tokens: ["${DBACKD_API_TOKEN}"], rate: {per_second: 100000, burst: 100000}}\n'
         if cluster:
             head += f'cluster: {{redis: "{redis}", prefix: "{prefix}", node: "{name}"}}\n'

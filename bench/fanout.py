@@ -44,6 +44,7 @@ DBACK_VERSION = "0.0.18"
 CONFIG = """\
 listen: {{host: 127.0.0.1, port: {port}}}
 logging: {{level: warning, format: json}}
+limits: {{max_connections: 30000, max_connections_per_address: 30000}}  # every client is 127.0.0.1
 api:
   tokens: ["${{DBACKD_API_TOKEN}}"]
   rate: {{per_second: 100000, burst: 100000}}

@@ -6,7 +6,7 @@ last socket received it. Frames are parsed just enough to find the event number,
 one process can keep up with a fast server.
 
 Commands on stdin and reports on stdout are JSON lines:
-  -> {"cmd": "stats"}                 <- {"frames": F, "open": O}
+  -> {"cmd": "stats"}                 <- {"frames": F, "open": O}   (F: benchmark event frames received)
   -> {"cmd": "pause", "count": 1}     <- {"paused": 1}   (those sockets stop reading)
   -> {"cmd": "close", "keep": 100}    <- {"open": 100}   (close all but that many reading sockets)
   -> {"cmd": "quit"}
@@ -126,10 +126,10 @@ class Client(asyncio.Protocol):
         if opcode != 0x1:
             return
         pool = self.pool
-        pool.frames += 1
         if self.state == "joined":
             k = event_number(payload)
             if k >= 0:
+                pool.frames += 1  # events only: dbackd sends a rename as two frames, d-back as one
                 pool.arrived(k)
         elif self.state == "list":
             self.state = "join"

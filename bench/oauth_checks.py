@@ -50,6 +50,8 @@ async def main(joins: int, crowd: int) -> None:
     port = runner.addresses[0][1]
     config = load_text(f"""
 oauth: {{api_base: "http://127.0.0.1:{port}/api/v10", client_id: "1"}}
+limits: {{max_connections_per_address: 100000, oauth_checks_per_address: 100000, oauth_checks_per_minute: 1000000,
+          joins_per_second: 100000, joins_burst: 100000, frames_per_second: 100000, frames_burst: 100000}}
 servers:
   - {{snowflake: "2", id: priv, name: P, default: true, passworded: true, access: {{any_discord_user: true}}}}
 """, "bench.yaml", Path.cwd(), {})

@@ -47,64 +47,70 @@ class SocketEndpoint:
         return {"/", "/ws"} | {m.ws_path for m in self.world.config.static}
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        # One coroutine for the whole life of a socket: each frame of it is held while the socket lives.
         config = self.world.config
         listen, limits = config.listen, config.limits
         forwarded = listen.trusts(request.remote)
         address = client_address(listen, request.remote, request.headers.get("X-Forwarded-For"))
-        if forwarded:
-            if self.peers.admit_forwarded(address) is not None:
-                log.info("socket.refused_address", peer=address, reason="address_full")
-                return web.Response(status=503, text="Too many connections", headers={"Retry-After": "5"})
-        try:
-            return await self._serve(request, address, limits)
-        finally:
-            if forwarded:
-                self.peers.release_forwarded(address)
-
-    async def _serve(self, request: web.Request, address: Optional[str], limits) -> web.StreamResponse:
+        if forwarded and self.peers.admit_forwarded(address) is not None:
+            log.info("socket.refused_address", peer=address, reason="address_full")
+            return web.Response(status=503, text="Too many connections", headers={"Retry-After": "5"})
         ws = web.WebSocketResponse(
             autoping=False,  # pings, pongs and the heartbeat go through the hub (see wire.py)
             heartbeat=None,
             max_msg_size=limits.max_message_bytes,
-            compress=self.world.config.websocket.compression,
+            compress=config.websocket.compression,
         )
-        transport = request.transport
+        conn: Optional[Connection] = None
+        overdue: Optional[asyncio.TimerHandle] = None
         try:
-            await asyncio.wait_for(ws.prepare(request), limits.handshake_timeout)
-        except asyncio.TimeoutError:
-            if transport is not None:
-                transport.abort()
-            return ws
-        transport = request.transport
-        if transport is None:  # the client went away during the handshake
-            return ws
-        conn = Connection(Wire(ws, transport), address)
-        session = Session(conn, self.world, self.hub, self.access, self.callbacks, self.metrics, address)
-        hub = self.hub
-        log.info("socket.opened", conn=conn.id, peer=conn.peer, path=request.path)
-        loop = asyncio.get_running_loop()
-        overdue = loop.call_later(limits.join_timeout, self._join_overdue, session) if limits.join_timeout else None
-        try:
+            transport = request.transport
+            if transport is None:  # the client went away before its upgrade was answered
+                return ws
+            loop = asyncio.get_running_loop()
+            # A deadline on the transport rather than wait_for: no task of its own per connection,
+            # which would cost memory and loop turns in every join.
+            deadline = loop.call_later(limits.handshake_timeout, transport.abort)
+            try:
+                await ws.prepare(request)
+            except ConnectionError:  # aborted at the deadline, or gone during the handshake
+                return ws
+            finally:
+                deadline.cancel()
+            transport = request.transport
+            if transport is None:
+                return ws
+            conn = Connection(Wire(ws, transport), address)
+            session = Session(conn, self.world, self.hub, self.access, self.callbacks, self.metrics, address)
+            log.info("socket.opened", conn=conn.id, peer=conn.peer, path=request.path)
+            if limits.join_timeout:
+                overdue = loop.call_later(limits.join_timeout, self._join_overdue, session)
             await self.callbacks.before_server_list()
-            hub.add(conn)
+            self.hub.add(conn)
             async for msg in ws:
                 try:
                     more = await session.receive(msg)
                 except Exception:  # a frame that breaks the session must not leave the socket half served
                     log.exception("socket.failed", conn=conn.id)
-                    hub.drop(conn, CLOSE_INTERNAL_ERROR, b"internal error")
+                    self.hub.drop(conn, CLOSE_INTERNAL_ERROR, b"internal error")
                     break
                 if not more:
                     break
+                if overdue is not None and session.joined:
+                    overdue.cancel()  # joined: the deadline is met, and a cancelled handle is freed early
+                    overdue = None
                 await asyncio.sleep(0)  # one frame per loop turn: a client's burst never holds the others up
         finally:
             if overdue is not None:
                 overdue.cancel()
-            hub.remove(conn)
-            await conn.wire.closed()  # a close the hub began ends with its own code, not the handler's 1000
-            await conn.wire.release()
-            log.info("socket.closed", conn=conn.id, code=ws.close_code, frames=conn.frames,
-                     **({"bad_frames": session.bad_frames} if session.bad_frames else {}))
+            if conn is not None:
+                self.hub.remove(conn)
+                await conn.wire.closed()  # a close the hub began ends with its own code, not the handler's 1000
+                await conn.wire.release()
+                log.info("socket.closed", conn=conn.id, code=ws.close_code, frames=conn.frames,
+                         **({"bad_frames": session.bad_frames} if session.bad_frames else {}))
+            if forwarded:
+                self.peers.release_forwarded(address)
         return ws
 
     def _join_overdue(self, session: Session) -> None:

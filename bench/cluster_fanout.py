@@ -37,7 +37,7 @@ import aiohttp
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from fanout import Counter, Load, free_port, pct, storm, wait_port  # noqa: E402
+from fanout import Counter, Load, free_port, pct, single_events, storm, wait_port  # noqa: E402
 
 SERVERS = """\
 servers:
@@ -108,18 +108,6 @@ class Node:
         self.tmp.cleanup()
 
 
-async def fan_out(trigger_node: Node, load: Load, counter: Counter, n: int) -> list[float]:
-    out = []
-    for _ in range(n):
-        k = counter.next()
-        done = load.expect(k)
-        t0 = time.monotonic()
-        await trigger_node.trigger(k)
-        report = await asyncio.wait_for(done, 30)
-        out.append((report["last"] - t0) * 1000)
-    return out
-
-
 def stats(values: list[float]) -> str:
     return f"p50 {statistics.median(values):.1f} ms, p99 {pct(values, 99):.1f} ms"
 
@@ -132,7 +120,7 @@ async def throughput(label: str, node: Node, clients: int, events: int, seconds:
         if ready.get("ready") != clients:
             raise RuntimeError(f"only {ready.get('ready')} of {clients} clients joined")
         counter = Counter()
-        single = await fan_out(node, load, counter, events)
+        single = await single_events(node, load, counter, events)
         burst = await storm(node, load, counter, seconds, 8)
         await load.stop()
     finally:
@@ -151,8 +139,8 @@ async def hop(redis: str, clients: int, events: int) -> dict:
         load = Load(b, clients)
         await load.start()
         counter = Counter()
-        local = await fan_out(b, load, counter, events)
-        remote = await fan_out(a, load, counter, events)
+        local = await single_events(b, load, counter, events)
+        remote = await single_events(a, load, counter, events)
         await load.stop()
     finally:
         await a.stop()

@@ -26,6 +26,8 @@ from pathlib import Path
 
 from playwright.async_api import async_playwright
 
+from reload_latency import read_until  # the bench folder is the script's own
+
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -56,16 +58,6 @@ COUNT_FRAMES = """(ms) => new Promise((resolve) => {
   }
   requestAnimationFrame(tick);
 })"""
-
-
-async def read_until(proc, event: str) -> dict:
-    while True:
-        line = await asyncio.wait_for(proc.stderr.readline(), 30)
-        if not line:
-            raise RuntimeError(f"dbackd exited before {event}")
-        record = json.loads(line)
-        if record.get("event") == event:
-            return record
 
 
 async def drain(proc) -> None:

@@ -19,7 +19,7 @@ import secrets
 import tracemalloc
 from pathlib import Path
 
-from dbackd import logs
+from dbackd.ops import logs
 from dbackd.config import load_text
 from dbackd.daemon import Daemon
 

@@ -134,7 +134,8 @@ async def readline_json(proc) -> dict:
 
 
 async def run(members: int, rate: float, seconds: float, clients: int) -> None:
-    from dbackd import Daemon, logs
+    from dbackd import Daemon
+    from dbackd.ops import logs
 
     logs.configure("warning", "console", sys.stderr)
     fake = await asyncio.create_subprocess_exec(sys.executable, "-c", FAKE, str(ROOT), str(members), TOKEN, BIG,

@@ -18,7 +18,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from dbackd import logs
+from dbackd.ops import logs
 from dbackd.config import load_text, with_overrides
 from dbackd.daemon import Daemon
 

@@ -125,7 +125,7 @@ def main() -> None:
     if args.tree:
         sys.path.insert(0, str(Path(args.tree).resolve()))
     import dbackd
-    from dbackd import logs
+    from dbackd.ops import logs
 
     logs.configure("warning", "console", sys.stderr)
     print(f"dbackd from {Path(dbackd.__file__).parent}")

@@ -24,11 +24,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dbackd import logs  # noqa: E402
+from dbackd.ops import logs  # noqa: E402
 from dbackd.config import Limits, load_data  # noqa: E402
-from dbackd.hub import Hub  # noqa: E402
-from dbackd.simulation import Engine  # noqa: E402
-from dbackd.world import World  # noqa: E402
+from dbackd.fanout.hub import Hub  # noqa: E402
+from dbackd.sources.simulation import Engine  # noqa: E402
+from dbackd.core.world import World  # noqa: E402
 
 
 def config(servers: int, users: int):

@@ -2,36 +2,32 @@
 
 One YAML file declares the servers, their users and how they behave; the daemon
 serves the d-zone WebSocket protocol and the frontend's files from it. A program can
-also embed it: `from dbackd import Daemon` (see dbackd/host.py for the Python API).
+also embed it: `from dbackd import Daemon` (see dbackd/sources/host.py for the Python API).
 The names below are imported on first use, so `import dbackd` stays light.
 """
 from __future__ import annotations
 
 from importlib import import_module
-from importlib.metadata import PackageNotFoundError, version as _version
 from typing import TYPE_CHECKING, Any
 
-try:
-    __version__ = _version("dbackd")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0"
+from dbackd.version import __version__
 
 _LAZY = {
     "Daemon": "dbackd.daemon",
     "ConfigError": "dbackd.config",
-    "InvalidRequest": "dbackd.apischema",
-    "UnknownServer": "dbackd.world",
-    "UnknownUser": "dbackd.world",
-    "DeclaredUser": "dbackd.world",
-    "Unavailable": "dbackd.world",
+    "InvalidRequest": "dbackd.sources.apischema",
+    "UnknownServer": "dbackd.core.world",
+    "UnknownUser": "dbackd.core.world",
+    "DeclaredUser": "dbackd.core.world",
+    "Unavailable": "dbackd.core.world",
 }
 __all__ = ["__version__", *_LAZY]
 
 if TYPE_CHECKING:
-    from .apischema import InvalidRequest
-    from .config import ConfigError
-    from .daemon import Daemon
-    from .world import DeclaredUser, Unavailable, UnknownServer, UnknownUser
+    from dbackd.sources.apischema import InvalidRequest
+    from dbackd.config import ConfigError
+    from dbackd.daemon import Daemon
+    from dbackd.core.world import DeclaredUser, Unavailable, UnknownServer, UnknownUser
 
 
 def __getattr__(name: str) -> Any:

@@ -1,6 +1,6 @@
 """`python -m dbackd` runs the same command line as `dbackd`."""
 import sys
 
-from .cli import main
+from dbackd.cli import main
 
 sys.exit(main())

@@ -13,8 +13,9 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from . import __version__, logs
-from .config import EMBEDDED_NAME, Config, ConfigError, load_embedded, load_file, schema_text, with_overrides
+from dbackd.version import __version__
+from dbackd.ops import logs
+from dbackd.config import EMBEDDED_NAME, Config, ConfigError, load_embedded, load_file, schema_text, with_overrides
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_BAD_CONFIG = 0, 1, 2
 
@@ -97,19 +98,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     command = args.command or "run"
     if command in ("say", "presence"):
-        from .clients import api_command
+        from dbackd.clients import api_command
 
         return asyncio.run(api_command(args))
     if command == "schema":
         if args.markdown:
-            from .config.reference import reference
+            from dbackd.config.reference import reference
 
             sys.stdout.write(reference())
         else:
             sys.stdout.write(schema_text())
         return EXIT_OK
     if command == "tail":
-        from .clients import tail_frames
+        from dbackd.clients import tail_frames
 
         try:
             return asyncio.run(tail_frames(args.url, args.server, args.password))
@@ -162,11 +163,11 @@ def check(path: Optional[str], running: Optional[str] = None) -> int:
         _print_problems(exc)
         return EXIT_PROBLEMS
     if before is not None:
-        from .config.diff import describe, diff
+        from dbackd.config.diff import describe, diff
 
         print("\n".join(describe(diff(before, config), before, config)))
     else:
-        from .config.summary import summary
+        from dbackd.config.summary import summary
 
         print(summary(config))
     return EXIT_OK
@@ -176,7 +177,7 @@ def simulate(args: argparse.Namespace) -> int:
     """Run the config's simulation in virtual time; events to stdout, the summary to stderr."""
     import time
 
-    from .simulation.offline import Run
+    from dbackd.sources.simulation.offline import Run
 
     try:
         config = _load(args.config)
@@ -209,8 +210,8 @@ def simulate(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
-    from .daemon import Daemon
-    from .process import serve
+    from dbackd.daemon import Daemon
+    from dbackd.ops.process import serve
 
     try:
         config = with_overrides(_load(args.config), host=args.host, port=args.port, static_dir=args.static_dir)
@@ -225,7 +226,7 @@ def run(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
             print("dbackd: several workers share the world through Redis: add a `cluster` block "
                   "(redis: ${REDIS_URL})", file=sys.stderr)
             return EXIT_BAD_CONFIG
-        from .workers import Supervisor, free_port, worker_argv
+        from dbackd.ops.workers import Supervisor, free_port, worker_argv
 
         port = config.listen.port or free_port(config.listen.host)
         supervisor = Supervisor(workers, worker_argv(argv or sys.argv[1:]), config.listen.host, port)

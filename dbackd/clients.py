@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from . import jsontext
+from dbackd.core import jsontext
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_NO_TOKEN = 0, 1, 2
 REQUEST_TIMEOUT = 10.0

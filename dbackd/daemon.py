@@ -19,30 +19,30 @@ from typing import Any, Callable, Optional, TypeVar
 import structlog
 from aiohttp import web
 
-from . import __version__
-from .access import Access
-from .api import HttpApi
-from .callbacks import Callbacks
-from .config import Config
-from .declaration import ConfigSource, Declaration, Overrides, load
-from .cluster.backplane import Backplane
-from .cluster.leadership import Leadership
-from .discord import DiscordSource
-from .door import Door
-from . import fdlimit
-from .heartbeat import Heartbeat
-from .host import HostApi
-from .hub import Hub
-from .lifecycle import Listener, Moments, Service, Services
-from .listener import TlsContexts, bind, serve
-from .metrics import Metrics
-from .oauth import OAuthService
-from .peers import Peers
-from .reload import Reloader
-from .simulation import Clock, SimulationService
-from .web import Site
-from .websocket import SocketEndpoint
-from .world import World
+from dbackd.version import __version__
+from dbackd.edge.access import Access
+from dbackd.sources.api import HttpApi
+from dbackd.sources.callbacks import Callbacks
+from dbackd.config import Config
+from dbackd.core.declaration import ConfigSource, Declaration, Overrides, load
+from dbackd.cluster.backplane import Backplane
+from dbackd.cluster.leadership import Leadership
+from dbackd.sources.discord import DiscordSource
+from dbackd.edge.door import Door
+from dbackd.ops import fdlimit
+from dbackd.fanout.heartbeat import Heartbeat
+from dbackd.sources.host import HostApi
+from dbackd.fanout.hub import Hub
+from dbackd.core.lifecycle import Listener, Moments, Service, Services
+from dbackd.edge.listener import TlsContexts, bind, serve
+from dbackd.ops.metrics import Metrics
+from dbackd.edge.oauth import OAuthService
+from dbackd.edge.peers import Peers
+from dbackd.sources.reload import Reloader
+from dbackd.sources.simulation import Clock, SimulationService
+from dbackd.edge.web import Site
+from dbackd.edge.websocket import SocketEndpoint
+from dbackd.core.world import World
 
 log = structlog.get_logger("dbackd")
 

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import structlog
 
-from dbackd import Daemon, logs
+from dbackd import Daemon
+from dbackd.ops import logs
 
 HERE = Path(__file__).resolve().parent
 # The bot's own members, as a Discord library would give them (ids as ints).

@@ -15,11 +15,11 @@ import aiohttp
 import pytest
 import structlog
 
-from dbackd import logs
+from dbackd.ops import logs
 
 from dbackd.config import load_file, load_text
 from dbackd.daemon import Daemon
-from dbackd.simulation import ManualClock
+from dbackd.sources.simulation import ManualClock
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "dback.yaml"

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dbackd import protocol
+from dbackd.fanout import protocol
 from dbackd.config import load_text
 from dbackd.daemon import Daemon
-from dbackd.simulation import ManualClock
+from dbackd.sources.simulation import ManualClock
 
 from .conftest import RECV_TIMEOUT, ROOT, Client, events
 from .test_wire import RawClient

@@ -1,9 +1,9 @@
 """Who may join a passworded server: the legacy password, or the one login verifier."""
 from __future__ import annotations
 
-from dbackd.access import Access, Verdict
+from dbackd.edge.access import Access, Verdict
 from dbackd.config import load_text
-from dbackd.protocol import Connect
+from dbackd.fanout.protocol import Connect
 
 from .conftest import ROOT
 

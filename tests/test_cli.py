@@ -85,7 +85,7 @@ def test_logs_redact_secrets():
 
     import structlog
 
-    from dbackd import logs
+    from dbackd.ops import logs
 
     stream = io.StringIO()
     logs.configure("info", "json", stream)

@@ -263,7 +263,7 @@ async def test_the_leader_dies_and_another_node_continues_the_simulation(redis, 
         from redis import asyncio as aioredis
 
         from dbackd.cluster import codec
-        from dbackd.protocol import for_event
+        from dbackd.fanout.protocol import for_event
 
         client = aioredis.Redis.from_url(redis.url, decode_responses=True)
         entries = await client.xrange(f"{prefix}:events:1")
@@ -351,7 +351,7 @@ def test_workers_need_a_cluster(tmp_path, capsys):
 
 async def test_the_leaders_discord_gateway_feeds_every_node(redis, monkeypatch, http):
     pytest.importorskip("discord", minversion="2.4")
-    from dbackd.discord import gateway
+    from dbackd.sources.discord import gateway
 
     from .fakes.discord import FakeDiscord, member, presence
 

@@ -37,7 +37,8 @@ import aiohttp
 import pytest
 import structlog
 
-from dbackd import compat, protocol
+from dbackd import compat
+from dbackd.fanout import protocol
 from dbackd.compat import MockDataProvider, lenient
 
 from .conftest import RECV_TIMEOUT, ROOT, Client

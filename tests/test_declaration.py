@@ -6,9 +6,9 @@ import asyncio
 import pytest
 
 from dbackd.config import ConfigError, load_text
-from dbackd.declaration import Declaration
-from dbackd.providers import BadAnswer, Provided, overlay
-from dbackd.world import World
+from dbackd.core.declaration import Declaration
+from dbackd.sources.providers import BadAnswer, Provided, overlay
+from dbackd.core.world import World
 
 from .conftest import ROOT
 

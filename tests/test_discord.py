@@ -13,7 +13,7 @@ import pytest
 import structlog
 
 from dbackd.config import load_text
-from dbackd.discord import gateway
+from dbackd.sources.discord import gateway
 
 from .conftest import RECV_TIMEOUT, ROOT
 from .fakes.discord import FakeDiscord, member, presence, role, text_channel

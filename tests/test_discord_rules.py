@@ -5,11 +5,11 @@ import pytest
 from aiohttp import web
 
 from dbackd.config.model import DiscordOptions
-from dbackd.discord import endpoints
-from dbackd.discord.mapping import REDACTED, channel_allowed, color_of, eligible, message_text, status_of
-from dbackd.discord.records import MemberRec, MessageRec
-from dbackd.discord.source import short_id
-from dbackd.discord.view import View
+from dbackd.sources.discord import endpoints
+from dbackd.sources.discord.mapping import REDACTED, channel_allowed, color_of, eligible, message_text, status_of
+from dbackd.sources.discord.records import MemberRec, MessageRec
+from dbackd.sources.discord.source import short_id
+from dbackd.sources.discord.view import View
 
 
 def m(uid: str, status: str = "online", *, roles=(), names=(), bot: bool = False, name: str = "") -> MemberRec:

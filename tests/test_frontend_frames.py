@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import aiohttp
 
-from dbackd import protocol
+from dbackd.fanout import protocol
 from dbackd.config import load_text
-from dbackd.events import PresenceChanged
+from dbackd.core.events import PresenceChanged
 
 from .conftest import ROOT
 

@@ -8,7 +8,7 @@ import pytest
 import structlog
 from openapi_spec_validator import validate as validate_openapi
 
-from dbackd import api, apischema
+from dbackd.sources import api, apischema
 from dbackd.config import ConfigError, load_text
 from dbackd.daemon import Daemon
 

@@ -8,7 +8,7 @@ import socket
 
 import aiohttp
 
-from dbackd import protocol
+from dbackd.fanout import protocol
 from dbackd.config import load_text
 
 from .conftest import ROOT, RECV_TIMEOUT

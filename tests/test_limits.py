@@ -7,7 +7,7 @@ import json
 import aiohttp
 import pytest
 
-from dbackd import fdlimit
+from dbackd.ops import fdlimit
 
 from .conftest import RECV_TIMEOUT, Client, events
 

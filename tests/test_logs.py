@@ -7,7 +7,7 @@ import logging
 
 import structlog
 
-from dbackd import logs
+from dbackd.ops import logs
 
 
 class Writes(io.StringIO):

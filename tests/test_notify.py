@@ -14,7 +14,7 @@ import pytest
 
 from dbackd.config import load_file, with_overrides
 from dbackd.daemon import Daemon
-from dbackd.notify import Notifier, NotifyService, monotonic_usec, socket_address, watchdog_interval
+from dbackd.ops.notify import Notifier, NotifyService, monotonic_usec, socket_address, watchdog_interval
 
 from .conftest import EXAMPLE, RECV_TIMEOUT
 

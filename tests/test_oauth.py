@@ -11,9 +11,10 @@ import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from dbackd import oauth, protocol
+from dbackd.edge import oauth
+from dbackd.fanout import protocol
 from dbackd.config import load_text
-from dbackd.oauth import OAuthService
+from dbackd.edge.oauth import OAuthService
 
 from .conftest import EXAMPLE, ROOT, events
 
@@ -418,8 +419,8 @@ async def test_lookups_waiting_on_discord_are_bounded(start_daemon, open_client,
 
 
 async def test_a_reload_with_other_discord_settings_forgets_cached_answers(discord):
-    from dbackd.events import ConfigReplaced
-    from dbackd.world import World
+    from dbackd.core.events import ConfigReplaced
+    from dbackd.core.world import World
 
     discord.users["tok-nelly"] = NELLY
     servers = config(discord, "{any_discord_user: true}", extra="  cache_ttl: 60s")

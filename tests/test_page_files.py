@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-STATIC = Path(__file__).resolve().parent.parent / "dbackd" / "static"
+STATIC = Path(__file__).resolve().parent.parent / "dbackd" / "page"
 SCRIPTS = sorted(STATIC.glob("*.js"))
 
 
@@ -80,8 +80,8 @@ def test_every_named_file_is_in_the_package(markup):
     named |= set(re.findall(r'url\("([^"]+)"\)', css))
     for name in named:
         assert "/" not in name and not name.startswith(("http:", "https:")), f"{name}: no subfolders, no CDNs"
-        assert (STATIC / name).is_file(), f"{name} is named but not in dbackd/static/"
-    # package-data is "static/*": a subfolder would not be installed
+        assert (STATIC / name).is_file(), f"{name} is named but not in dbackd/page/"
+    # package-data is "page/*": a subfolder would not be installed
     assert not [p for p in STATIC.iterdir() if p.is_dir() and p.name != "__pycache__"]
 
 

@@ -11,7 +11,8 @@ import pytest
 import structlog
 
 import dbackd
-from dbackd import DeclaredUser, InvalidRequest, UnknownServer, UnknownUser, protocol
+from dbackd import DeclaredUser, InvalidRequest, UnknownServer, UnknownUser
+from dbackd.fanout import protocol
 from dbackd.daemon import Daemon
 
 from .conftest import RECV_TIMEOUT, ROOT, Client

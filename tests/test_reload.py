@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from dbackd import protocol
+from dbackd.fanout import protocol
 from dbackd.daemon import Daemon
 
 from .conftest import Client, RECV_TIMEOUT

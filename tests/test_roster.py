@@ -5,7 +5,7 @@ import random
 from collections import Counter
 from types import SimpleNamespace
 
-from dbackd.simulation.roster import Roster
+from dbackd.sources.simulation.roster import Roster
 
 
 def users(**statuses: str) -> dict:

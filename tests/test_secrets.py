@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from dbackd import logs
+from dbackd.ops import logs
 from dbackd.cli import main as cli_main
 from dbackd.config import load_text
 

@@ -11,7 +11,7 @@ import aiohttp
 
 from dbackd import daemon as daemon_module
 from dbackd.config import load_file, with_overrides
-from dbackd.lifecycle import Listener
+from dbackd.core.lifecycle import Listener
 
 from .conftest import EXAMPLE, RECV_TIMEOUT, serving
 from .test_notify import FakeNotifySocket

@@ -9,13 +9,13 @@ from datetime import datetime, timezone
 
 import pytest
 
-from dbackd import protocol
+from dbackd.fanout import protocol
 from dbackd.config import load_file, load_text
 from dbackd.config.model import Activity
-from dbackd.events import MessageSent, PresenceChanged
-from dbackd.simulation import Engine
-from dbackd.simulation.activity import ActivityCurve
-from dbackd.world import World
+from dbackd.core.events import MessageSent, PresenceChanged
+from dbackd.sources.simulation import Engine
+from dbackd.sources.simulation.activity import ActivityCurve
+from dbackd.core.world import World
 
 from .conftest import EXAMPLE, ROOT
 

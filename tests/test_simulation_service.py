@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import asyncio
 
-from dbackd import protocol
-from dbackd.events import ConfigReplaced
-from dbackd.simulation import ManualClock
+from dbackd.fanout import protocol
+from dbackd.core.events import ConfigReplaced
+from dbackd.sources.simulation import ManualClock
 
 from .conftest import EXAMPLE
 
@@ -165,7 +165,7 @@ async def test_stopping_the_daemon_stops_the_simulation(start_daemon):
 async def test_the_system_clock_drives_the_daemon_by_default(open_client):
     from dbackd.config import load_text, with_overrides
     from dbackd.daemon import Daemon
-    from dbackd.simulation import SystemClock
+    from dbackd.sources.simulation import SystemClock
 
     from .conftest import ROOT
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
-from dbackd import protocol
+from dbackd.fanout import protocol
 from dbackd.config import load_text
 
 from .conftest import EXAMPLE, ROOT

@@ -53,7 +53,7 @@ def test_notify_reload_restart():
 
 
 def test_file_limit_fits_the_default_connection_cap():
-    from dbackd import fdlimit
+    from dbackd.ops import fdlimit
     from dbackd.config import Limits
 
     assert int(one("Service.LimitNOFILE")) >= Limits().max_connections + fdlimit.RESERVE

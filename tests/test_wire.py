@@ -15,7 +15,7 @@ import zlib
 import aiohttp
 import pytest
 
-from dbackd.hub import CLOSE_GOING_AWAY
+from dbackd.fanout.hub import CLOSE_GOING_AWAY
 
 from .conftest import RECV_TIMEOUT
 

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import pytest
 
-from dbackd import protocol
+from dbackd.fanout import protocol
 from dbackd.config import load_text
 from dbackd.config.diff import diff
-from dbackd.events import (ClientIdChanged, ConfigReplaced, MessageSent, PresenceChanged, ServerClosed,
+from dbackd.core.events import (ClientIdChanged, ConfigReplaced, MessageSent, PresenceChanged, ServerClosed,
                            ServerListChanged)
-from dbackd.world import DeclaredUser, UnknownServer, UnknownUser, World
+from dbackd.core.world import DeclaredUser, UnknownServer, UnknownUser, World
 
 from .conftest import ROOT
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from ..config import Config
+from dbackd.config import Config
 
 
 def fingerprint(config: Config) -> str:

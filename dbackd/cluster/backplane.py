@@ -37,14 +37,14 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
-from ..config import ConfigError
-from ..config.model import Cluster
-from ..declaration import Declaration
-from ..events import ClientIdChanged, ConfigReplaced, Event, PresenceChanged
-from ..tasks import TaskSet
-from ..world import Unavailable, World
-from . import codec
-from .agreement import fingerprint
+from dbackd.config import ConfigError
+from dbackd.config.model import Cluster
+from dbackd.core.declaration import Declaration
+from dbackd.core.events import ClientIdChanged, ConfigReplaced, Event, PresenceChanged
+from dbackd.core.tasks import TaskSet
+from dbackd.core.world import Unavailable, World
+from dbackd.cluster import codec
+from dbackd.cluster.agreement import fingerprint
 
 log = structlog.get_logger("dbackd.cluster")
 

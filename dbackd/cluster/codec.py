@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 from typing import Any, Optional
 
-from ..config import Config, Server
-from ..events import ClientIdChanged, Event, MessageSent, PresenceChanged
-from ..providers import Checked
-from ..world import UserState
+from dbackd.config import Config, Server
+from dbackd.core.events import ClientIdChanged, Event, MessageSent, PresenceChanged
+from dbackd.sources.providers import Checked
+from dbackd.core.world import UserState
 
 
 def encode(event: Event) -> str:

@@ -17,9 +17,9 @@ from typing import Optional
 import structlog
 from redis.exceptions import RedisError
 
-from ..lifecycle import Service
-from ..tasks import TaskSet
-from .backplane import PRODUCING, Backplane
+from dbackd.core.lifecycle import Service
+from dbackd.core.tasks import TaskSet
+from dbackd.cluster.backplane import PRODUCING, Backplane
 
 log = structlog.get_logger("dbackd.cluster")
 

@@ -8,7 +8,7 @@ A program written for d-back runs by changing one import:
 Python API; docs/migration.md says what behaves the same and what deliberately does
 not. This package only re-exports; it is never imported by the rest of dbackd.
 """
-from .mock import MockDataProvider
-from .server import WebSocketServer
+from dbackd.compat.mock import MockDataProvider
+from dbackd.compat.server import WebSocketServer
 
 __all__ = ["WebSocketServer", "MockDataProvider"]

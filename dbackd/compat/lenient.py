@@ -20,9 +20,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Optional
 
-from ..apischema import schema as api_schema
-from ..config.schema import schema as config_schema
-from ..config.values import STATUSES, is_snowflake
+from dbackd.sources.apischema import schema as api_schema
+from dbackd.config.schema import schema as config_schema
+from dbackd.config.values import STATUSES, is_snowflake
 
 # (kind, fields) of each thing repaired or left out, in the order met.
 Found = list[tuple[str, dict[str, Any]]]

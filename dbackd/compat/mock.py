@@ -11,7 +11,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any, Optional
 
-from ..config import Config, load_embedded
+from dbackd.config import Config, load_embedded
 
 
 @lru_cache(maxsize=1)

@@ -17,7 +17,7 @@ from typing import Awaitable, Callable, Optional
 
 import structlog
 
-from ..tasks import TaskSet
+from dbackd.core.tasks import TaskSet
 
 log = structlog.get_logger("dbackd.compat")
 

@@ -25,15 +25,15 @@ from typing import Any, Callable, Iterator, Optional
 
 import structlog
 
-from ..apischema import InvalidRequest
-from ..config import Config, load_data
-from ..daemon import Daemon
-from ..static import BUILTIN_ROOT
-from ..tasks import TaskSet
-from ..world import DeclaredUser, UnknownServer, UnknownUser
-from . import lenient
-from .mock import MockDataProvider, mock_world
-from .refresh import Refresher
+from dbackd.sources.apischema import InvalidRequest
+from dbackd.config import Config, load_data
+from dbackd.daemon import Daemon
+from dbackd.edge.static import BUILTIN_ROOT
+from dbackd.core.tasks import TaskSet
+from dbackd.core.world import DeclaredUser, UnknownServer, UnknownUser
+from dbackd.compat import lenient
+from dbackd.compat.mock import MockDataProvider, mock_world
+from dbackd.compat.refresh import Refresher
 
 log = structlog.get_logger("dbackd.compat")
 

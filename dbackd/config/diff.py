@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from .model import Config, User
+from dbackd.config.model import Config, User
 
 
 @dataclass(frozen=True)

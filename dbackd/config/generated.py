@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 from typing import Any, Callable, Iterable
 
-from .values import STATUSES
+from dbackd.config.values import STATUSES
 
 
 def new_uid(rng: random.Random, taken: Callable[[str], bool]) -> str:

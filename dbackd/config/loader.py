@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 from urllib.parse import urlsplit
 
-from . import schema as _schema
-from . import simulation as _simulation
-from .environment import Environment
-from .errors import ConfigError, Problem
-from .model import DISCORD_OPTIONS, Config, Mount, build, effective_oauth, normalise_prefix
-from .source import Source, parse
-from .values import seconds
+from dbackd.config import schema as _schema
+from dbackd.config import simulation as _simulation
+from dbackd.config.environment import Environment
+from dbackd.config.errors import ConfigError, Problem
+from dbackd.config.model import DISCORD_OPTIONS, Config, Mount, build, effective_oauth, normalise_prefix
+from dbackd.config.source import Source, parse
+from dbackd.config.values import seconds
 
 EMBEDDED_NAME = "<embedded default>"
 MIN_TOKEN_LENGTH = 16  # the schema's `token` pattern says the same

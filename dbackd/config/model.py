@@ -15,8 +15,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from .generated import generated_users
-from .values import STATUSES, seconds, time_of_day
+from dbackd.config.generated import generated_users
+from dbackd.config.values import STATUSES, seconds, time_of_day
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from .schema import schema
+from dbackd.config.schema import schema
 
 
 def _deref(node: dict, root: dict) -> dict:

@@ -17,8 +17,8 @@ import fastjsonschema
 from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError
 
-from .errors import Problem
-from .source import Source
+from dbackd.config.errors import Problem
+from dbackd.config.source import Source
 
 
 @lru_cache(maxsize=1)

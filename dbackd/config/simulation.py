@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 from zoneinfo import ZoneInfoNotFoundError
 
-from . import schema as _schema
-from .errors import Problem
-from .source import Source
-from .values import STATUSES, seconds, time_of_day, zone
+from dbackd.config import schema as _schema
+from dbackd.config.errors import Problem
+from dbackd.config.source import Source
+from dbackd.config.values import STATUSES, seconds, time_of_day, zone
 
 CLASSIC_LINES = ["hello", "how are you?", "this is a test message", "D-Zone rocks!", "what's up?"]
 CLASSIC_CHANNEL = "527964146659229701"

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from .errors import Problem, format_path
+from dbackd.config.errors import Problem, format_path
 
 Path = tuple  # tuple[str | int, ...]
 

@@ -4,8 +4,8 @@ Formatting of a loaded model only; the loader has already checked it.
 """
 from __future__ import annotations
 
-from .loader import EMBEDDED_NAME
-from .model import Config, Server
+from dbackd.config.loader import EMBEDDED_NAME
+from dbackd.config.model import Config, Server
 
 
 def summary(config: Config) -> str:

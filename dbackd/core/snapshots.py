@@ -1,0 +1,54 @@
+"""Plain copies of the world as it is now, for the Python and HTTP APIs (changing them changes nothing).
+
+Reads the world and the hub's member counts; never changes either.
+"""
+from __future__ import annotations
+
+from typing import TypedDict, Union
+
+from dbackd.fanout.hub import Hub
+from dbackd.core.world import World
+
+Ref = Union[str, int]
+
+
+class ServerSnapshot(TypedDict):
+    """A server as it is now. A copy: changing it changes nothing."""
+
+    snowflake: str
+    id: str
+    name: str
+    default: bool
+    passworded: bool
+    users: int  # how many users it has
+    clients: int  # how many sockets are joined to it
+
+
+class UserSnapshot(TypedDict):
+    """A user as it is now. A copy: changing it changes nothing."""
+
+    uid: str
+    username: str
+    status: str
+    roleColor: str
+    declared: bool  # named by the config or a data provider (False: a runtime user)
+
+
+def text(value: Ref) -> str:
+    """Ids may be given as ints, as Discord libraries often hold them."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value  # type: ignore[return-value]
+
+
+def servers(world: World, hub: Hub) -> list[ServerSnapshot]:
+    """Every server as it is now, in declaration order."""
+    return [ServerSnapshot(snowflake=s.snowflake, id=s.info.id, name=s.info.name, default=s.info.default,
+                           passworded=s.info.passworded, users=len(s.users), clients=hub.count(s.snowflake))
+            for s in world]
+
+
+def users(world: World, server: Ref) -> list[UserSnapshot]:
+    """Every user of a server as it is now. Raises UnknownServer."""
+    state = world.get(text(server))
+    return [UserSnapshot(uid=u.uid, username=u.username, status=u.status, roleColor=u.role_color,
+                         declared=state.declared(u.uid))
+            for u in state.users.values()]

@@ -1,0 +1,158 @@
+"""One client's session: what it asks over its socket (`connect`) and how each frame is answered.
+
+A Session is made per socket by the socket endpoint (websocket.py). It parses the
+client's frames (protocol.py), asks the world, the access rules and the host program's
+callbacks (its hook before a join, its client id), and tells the hub what to send. It
+never writes to a socket itself.
+
+What one client sends costs that client only: its frames and its joins each pass a token
+bucket (`limits.frames_per_second`, `limits.joins_per_second`); past the frame rate it
+gets one error and its socket is closed (1008), a join past the join rate is answered
+with an error and not carried out. Repeated bad input is logged once a minute with a
+count. A join is decided under the config in force when it happens: if the config
+changed while the access check awaited (a reload took the user off the rules, or gave
+the id to another server), the check runs again under the new one.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Optional
+
+import structlog
+from aiohttp import WSMessage, WSMsgType
+
+from dbackd.fanout import protocol
+from dbackd.edge.access import Access, Verdict
+from dbackd.sources.callbacks import Callbacks
+from dbackd.fanout.hub import Connection, Hub
+from dbackd.ops.metrics import Metrics
+from dbackd.fanout.protocol import ClientError, Connect
+from dbackd.core.rates import Bucket, Tally
+from dbackd.core.world import World
+
+log = structlog.get_logger("dbackd.session")
+
+ENCODE_PER_TURN = 2000  # join fragments encoded between two yields before a big join
+CLOSE_POLICY = 1008
+LOG_WINDOW = 60.0  # seconds between two log lines about one socket's repeated bad input
+MAX_CHECKS = 3  # access checks for one join when the config keeps changing under them
+LOGGED_CHARS = 64  # of a client's free text (the server it asked for) in a log line
+
+_REFUSALS = {
+    Verdict.AUTH_FAILED: protocol.AUTH_FAILED,
+    Verdict.AUTH_REQUIRED: protocol.AUTH_REQUIRED,
+    Verdict.THROTTLED: protocol.AUTH_FAILED,
+}
+
+
+class Session:
+    def __init__(self, conn: Connection, world: World, hub: Hub, access: Access, callbacks: Callbacks,
+                 metrics: Metrics, address: Optional[str] = None):
+        self.conn = conn
+        self.world = world
+        self.hub = hub
+        self.access = access
+        self.callbacks = callbacks
+        self.metrics = metrics
+        self.address = address  # the client's (forwarded, behind a trusted proxy)
+        self.loop = asyncio.get_running_loop()
+        now, limits = self.loop.time(), world.config.limits
+        self._frames = Bucket(limits.frames_burst, now)
+        self._joins = Bucket(limits.joins_burst, now)
+        self._bad = Tally(LOG_WINDOW)
+        self._refused = Tally(LOG_WINDOW)
+        self.bad_frames = 0  # frames answered with an error, over the socket's life
+        self.joined = False  # joined a server at least once
+
+    async def receive(self, msg: WSMessage) -> bool:
+        """Handle one frame from the client; False when the socket is done (a transport error, a flood)."""
+        conn = self.conn
+        self.hub.seen(conn)
+        limits = self.world.config.limits
+        if self._frames.take(self.loop.time(), limits.frames_per_second, limits.frames_burst):
+            log.warning("socket.flooded", conn=conn.id, peer=self.address, limit=limits.frames_per_second)
+            self.hub.error(conn, protocol.TOO_FAST)
+            self.hub.drop(conn, CLOSE_POLICY, b"too many messages")
+            return False
+        if msg.type == WSMsgType.TEXT:
+            await self.handle_text(msg.data)
+        elif msg.type == WSMsgType.BINARY:
+            try:
+                text = msg.data.decode("utf-8")  # valid UTF-8 binary frames are treated as text
+            except UnicodeDecodeError:
+                self._bad_frame(protocol.INVALID_BINARY)
+                return True
+            await self.handle_text(text)
+        elif msg.type == WSMsgType.PING:
+            self.hub.pong(conn, msg.data)
+        elif msg.type == WSMsgType.ERROR:
+            log.info("socket.error", conn=conn.id, error=str(msg.data))
+            return False
+        return True
+
+    async def handle_text(self, text: str) -> None:
+        try:
+            kind, request = protocol.parse(text)
+        except ClientError as exc:
+            self._bad_frame(str(exc))
+            return
+        if kind == "connect":
+            limits = self.world.config.limits
+            if self._joins.take(self.loop.time(), limits.joins_per_second, limits.joins_burst):
+                self._refuse(request, "too_many_joins", protocol.TOO_MANY_JOINS)
+                return
+            await self.connect(request)
+
+    def _bad_frame(self, reason: str) -> None:
+        self.bad_frames += 1
+        count = self._bad.note(self.loop.time())
+        if count:
+            log.info("socket.bad_frame", conn=self.conn.id, reason=reason, count=count)
+        self.hub.error(self.conn, reason)
+
+    async def connect(self, request: Connect) -> None:
+        conn, world = self.conn, self.world
+        await self.callbacks.before_join(request.server)  # the host program's hook may refresh the world first
+        await world.current()  # a cluster node catching up answers with the current state, not a stale one
+        state = world.resolve(request.server)
+        if state is None:
+            self._refuse(request, "unknown_server", protocol.UNKNOWN_SERVER)
+            return
+        # A second connect moves the socket once it is let in; refused, it stays where it is
+        # (the d-zone frontend, showing a world, stays on it after an error).
+        for _ in range(MAX_CHECKS):
+            checked = state.info  # ServerState.info is replaced in place by a reload: keep what was checked
+            verdict = await self.access.check(checked, request, self.address)
+            if verdict is not Verdict.ALLOWED:
+                self._refuse(request, verdict.value, _REFUSALS[verdict])
+                return
+            if self.callbacks.has("on_get_client_id"):
+                await self.callbacks.ask_client_id(state)
+            while state.encode_pending(ENCODE_PER_TURN):  # a big server's changed users, a slice per loop turn
+                await asyncio.sleep(0)
+            # The checks may have awaited: the id may name another server now, or its rules changed.
+            current = world.resolve(request.server)
+            if current is None:
+                self._refuse(request, "unknown_server", protocol.UNKNOWN_SERVER)
+                return
+            if current.snowflake == checked.snowflake and current.info.gate == checked.gate:
+                break
+            state = current
+        else:
+            self._refuse(request, "config_changing", protocol.AUTH_REQUIRED)
+            return
+        if not conn.open:
+            return
+        self.hub.join(conn, current, request.server, authenticated=current.info.passworded)
+        self.joined = True
+        via = "auth" if current.info.passworded else "public"
+        log.info("socket.joined", conn=conn.id, server=current.info.id, users=len(current.users), via=via)
+        self.metrics.joined(current.info.id, via)
+
+    def _refuse(self, request: Connect, reason: str, message: str) -> None:
+        count = self._refused.note(self.loop.time())
+        if count:
+            log.info("socket.refused", conn=self.conn.id, server=request.server[:LOGGED_CHARS], reason=reason,
+                     count=count)
+        self.metrics.refused(reason)
+        self.hub.error(self.conn, message)

@@ -1,0 +1,153 @@
+"""HTTP and WebSocket on one port: the routes, and static files.
+
+Routes: /healthz, /metrics, the HTTP API's sub-application under /api/ (which has the
+public /api/version), and one catch-all for everything else: a socket upgrade on a
+socket path, the host program's static hook, then the static mounts. Mounts, socket
+paths and the metrics switch are read from the world's current config at each request,
+so reloads apply at once; each new connection gets the header timeout then in force.
+A request aiohttp cannot parse is answered without quoting it (a header line can hold a
+token). Nothing here changes the world.
+"""
+from __future__ import annotations
+
+import asyncio
+from http import HTTPStatus
+from typing import Any, Awaitable, Callable, Optional
+
+import structlog
+from aiohttp import WSCloseCode, web
+
+from dbackd.edge import static
+from dbackd.sources.api import HttpApi
+from dbackd.sources.callbacks import Callbacks
+from dbackd.fanout.hub import Hub
+from dbackd.ops.metrics import Metrics
+from dbackd.core.rates import Tally
+from dbackd.edge.websocket import SocketEndpoint
+from dbackd.core.world import World
+
+log = structlog.get_logger("dbackd.web")
+
+# The built-in page runs no inline script or style and talks only to its own origin.
+BUILTIN_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
+                               "style-src 'self'; script-src 'self'; base-uri 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+MAX_LINE_BYTES = 8190  # a request line or one header line; aiohttp's default, said here
+LOG_WINDOW = 60.0  # seconds between two log lines about malformed requests
+
+
+class Site:
+    """The aiohttp application of one daemon, from the parts it serves."""
+
+    def __init__(self, world: World, hub: Hub, sockets: SocketEndpoint, api: HttpApi, metrics: Metrics,
+                 callbacks: Callbacks, health: Callable[[], dict[str, Any]]):
+        self.world = world
+        self.hub = hub
+        self.sockets = sockets
+        self.metrics = metrics
+        self.callbacks = callbacks
+        self.health = health
+        app = web.Application(middlewares=[_log_http_errors])
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/metrics", self.metrics_page)
+        app.add_subapp("/api/", api.app())
+        app.router.add_get("/{tail:.*}", self.dispatch)
+        app.on_shutdown.append(self._close_sockets)
+        self.app = app
+        self._bad_requests = Tally(LOG_WINDOW)
+
+    def protocol(self, server: web.Server) -> web.RequestHandler:
+        """aiohttp's protocol for one new connection (the factory `loop.create_server` calls)."""
+        limits = self.world.config.limits
+        # lingering_time: how long a body nobody reads is still taken (and thrown away) before
+        # the connection is closed; no longer than a body is given to arrive at all.
+        return QuietRequestHandler(server, self._bad_requests, loop=asyncio.get_running_loop(),
+                                   keepalive_timeout=limits.header_timeout, lingering_time=limits.body_timeout,
+                                   max_line_size=MAX_LINE_BYTES, max_field_size=MAX_LINE_BYTES, access_log=None)
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response(self.health())
+
+    async def metrics_page(self, request: web.Request) -> web.StreamResponse:
+        """Prometheus exposition; with `metrics.enabled: false` the path is an ordinary static path."""
+        if not self.world.config.metrics.enabled or _is_upgrade(request):
+            return await self.dispatch(request)
+        body, content_type = self.metrics.render(request.headers.get("Accept", ""))
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        """One catch-all, because mounts (and so socket paths) can change on reload."""
+        path = request.path
+        if _is_upgrade(request):
+            if path in self.sockets.paths():
+                return await self.sockets.handle(request)
+            raise web.HTTPNotFound()
+        if self.callbacks.has("on_static_request"):
+            response = await self.callbacks.static_response(path)
+            if response is not None:
+                return response
+        found = static.mount_for(self.world.config.static, path)
+        if found is None:
+            raise web.HTTPNotFound()
+        mount, rest = found
+        if rest == "" and mount.path != "/":
+            raise web.HTTPMovedPermanently(mount.path + "/")  # so relative links resolve inside the mount
+        try:
+            file = static.resolve(mount, rest)
+        except static.Forbidden:
+            raise web.HTTPForbidden() from None
+        if file is None:
+            raise web.HTTPNotFound()
+        return web.FileResponse(file, headers=BUILTIN_HEADERS if mount.dir is None else None)
+
+    async def _close_sockets(self, app: web.Application) -> None:
+        await self.hub.close_all(WSCloseCode.GOING_AWAY, "server shutting down")
+
+
+class QuietRequestHandler(web.RequestHandler):
+    """aiohttp's protocol, answering a request it cannot parse (or a handler's failure) with
+    the bare status: its own answer quotes the offending line, in the body and in an error
+    log line with a traceback, and a header line can hold a token."""
+
+    __slots__ = ("_tally",)
+
+    def __init__(self, manager: web.Server, tally: Tally, **kwargs: Any):
+        super().__init__(manager, **kwargs)
+        self._tally = tally
+
+    def handle_error(self, request: Any, status: int = 500, exc: Optional[BaseException] = None,
+                     message: Optional[str] = None) -> web.StreamResponse:
+        error = type(exc).__name__ if exc is not None else None
+        if status >= 500:
+            log.error("http.failed", status=status, error=error, peer=request.remote, exc_info=exc)
+        else:
+            count = self._tally.note(asyncio.get_running_loop().time())
+            if count:  # by its kind only: the message quotes what the client sent
+                log.info("http.bad_request", status=status, error=error, peer=request.remote, count=count)
+        if request.writer.output_size > 0:
+            raise ConnectionError("part of the response was sent already")
+        response = web.Response(status=status, text=f"{status} {HTTPStatus(status).phrase}\n")
+        response.force_close()
+        return response
+
+
+def _is_upgrade(request: web.Request) -> bool:
+    return request.headers.get("Upgrade", "").lower() == "websocket"
+
+
+@web.middleware
+async def _log_http_errors(request: web.Request,
+                           handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        if exc.status >= 400:
+            log.info("http.error", method=request.method, path=request.path, status=exc.status, peer=request.remote)
+        raise
+    if isinstance(response, web.StreamResponse) and response.status >= 400:
+        log.info("http.error", method=request.method, path=request.path, status=response.status, peer=request.remote)
+    return response

@@ -1,0 +1,120 @@
+"""The socket endpoint: the upgrade, the reader loop of each client, and its end.
+
+For each upgrade it prepares aiohttp's WebSocketResponse (as wire.py's contract asks,
+within `limits.handshake_timeout`), gives the socket a Wire and a Connection in the hub
+(which sends the server list first, once the host program's hook before the server
+list, if any, has run), and hands every frame the client sends to that socket's Session,
+yielding to the loop after each one: frames a client sent in one burst are buffered by
+aiohttp and would otherwise be worked through without a pause, holding every other
+client up. A socket through a trusted proxy is counted by the address it was forwarded
+for (peers.py); one that has not joined a server within `limits.join_timeout` is closed
+(1008). Only this handler task reads from the socket. It sends nothing itself.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Optional
+
+import structlog
+from aiohttp import web
+
+from dbackd.edge.access import Access
+from dbackd.sources.callbacks import Callbacks
+from dbackd.fanout.hub import Connection, Hub
+from dbackd.ops.metrics import Metrics
+from dbackd.edge.peers import Peers, client_address
+from dbackd.edge.session import CLOSE_POLICY, Session
+from dbackd.fanout.wire import Wire
+from dbackd.core.world import World
+
+log = structlog.get_logger("dbackd.web")
+
+CLOSE_INTERNAL_ERROR = 1011
+
+
+class SocketEndpoint:
+    def __init__(self, world: World, hub: Hub, access: Access, callbacks: Callbacks, metrics: Metrics,
+                 peers: Optional[Peers] = None):
+        self.world = world
+        self.hub = hub
+        self.access = access
+        self.callbacks = callbacks
+        self.metrics = metrics
+        self.peers = peers or Peers(world)
+
+    def paths(self) -> set[str]:
+        """Where the upgrade is accepted: /ws, / and <mount>/ws of every static mount (they change on reload)."""
+        return {"/", "/ws"} | {m.ws_path for m in self.world.config.static}
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        # One coroutine for the whole life of a socket: each frame of it is held while the socket lives.
+        config = self.world.config
+        listen, limits = config.listen, config.limits
+        forwarded = listen.trusts(request.remote)
+        address = client_address(listen, request.remote, request.headers.get("X-Forwarded-For"))
+        if forwarded and self.peers.admit_forwarded(address) is not None:
+            log.info("socket.refused_address", peer=address, reason="address_full")
+            return web.Response(status=503, text="Too many connections", headers={"Retry-After": "5"})
+        ws = web.WebSocketResponse(
+            autoping=False,  # pings, pongs and the heartbeat go through the hub (see wire.py)
+            heartbeat=None,
+            max_msg_size=limits.max_message_bytes,
+            compress=config.websocket.compression,
+        )
+        conn: Optional[Connection] = None
+        overdue: Optional[asyncio.TimerHandle] = None
+        try:
+            transport = request.transport
+            if transport is None:  # the client went away before its upgrade was answered
+                return ws
+            loop = asyncio.get_running_loop()
+            # A deadline on the transport rather than wait_for: no task of its own per connection,
+            # which would cost memory and loop turns in every join.
+            deadline = loop.call_later(limits.handshake_timeout, transport.abort)
+            try:
+                await ws.prepare(request)
+            except ConnectionError:  # aborted at the deadline, or gone during the handshake
+                return ws
+            finally:
+                deadline.cancel()
+            transport = request.transport
+            if transport is None:
+                return ws
+            conn = Connection(Wire(ws, transport), address)
+            session = Session(conn, self.world, self.hub, self.access, self.callbacks, self.metrics, address)
+            log.info("socket.opened", conn=conn.id, peer=conn.peer, path=request.path)
+            if limits.join_timeout:
+                overdue = loop.call_later(limits.join_timeout, self._join_overdue, session)
+            await self.callbacks.before_server_list()
+            self.hub.add(conn)
+            async for msg in ws:
+                try:
+                    more = await session.receive(msg)
+                except Exception:  # a frame that breaks the session must not leave the socket half served
+                    log.exception("socket.failed", conn=conn.id)
+                    self.hub.drop(conn, CLOSE_INTERNAL_ERROR, b"internal error")
+                    break
+                if not more:
+                    break
+                if overdue is not None and session.joined:
+                    overdue.cancel()  # joined: the deadline is met, and a cancelled handle is freed early
+                    overdue = None
+                await asyncio.sleep(0)  # one frame per loop turn: a client's burst never holds the others up
+        finally:
+            if overdue is not None:
+                overdue.cancel()
+            if conn is not None:
+                self.hub.remove(conn)
+                await conn.wire.closed()  # a close the hub began ends with its own code, not the handler's 1000
+                await conn.wire.release()
+                log.info("socket.closed", conn=conn.id, code=ws.close_code, frames=conn.frames,
+                         **({"bad_frames": session.bad_frames} if session.bad_frames else {}))
+            if forwarded:
+                self.peers.release_forwarded(address)
+        return ws
+
+    def _join_overdue(self, session: Session) -> None:
+        if session.joined or not session.conn.open:
+            return
+        log.info("socket.join_timeout", conn=session.conn.id, peer=session.address)
+        self.hub.drop(session.conn, CLOSE_POLICY, b"no server joined in time")

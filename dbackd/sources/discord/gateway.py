@@ -1,0 +1,254 @@
+"""The bot's gateway connection: discord.py's Client, run by the gateway worker process (worker.py).
+
+discord.py parses every gateway message and builds an object per member; for a
+100,000-member guild that is seconds of work, and parsing one large message holds the
+interpreter lock for tens of milliseconds. So it runs in a process of its own, and what
+happens in the guild leaves it as plain records (records.py) through `post`.
+discord.py does the resuming and reconnecting; this adds what it does not: asking `GET
+/gateway/bot` (endpoints.py), retrying with backoff while Discord is unreachable, and
+stopping for good (a `Failed` record) on a refused token or privileged intents not
+enabled. It never logs the token.
+"""
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any, Callable, Optional
+
+import structlog
+
+from dbackd.sources.discord import records as r
+from dbackd.sources.discord.endpoints import GatewayLookupFailed, gateway_url, point_at
+from dbackd.sources.discord.mapping import color_of, status_of
+
+log = structlog.get_logger("dbackd.discord")
+
+IDENTIFY_DELAY = 5.0  # seconds before a new IDENTIFY after the first (Discord allows one per 5 s)
+GUILD_READY_TIMEOUT = 2.0  # discord.py's wait after the last GUILD_CREATE before it is ready
+SNAPSHOT_PART = 1000  # members per GuildSnapshot record
+BACKOFF_FIRST, BACKOFF_MAX = 1.0, 60.0  # seconds between attempts while Discord cannot be reached
+
+Post = Callable[[r.Record], None]
+
+
+class Wants:
+    """Which gateway intents the servers' options need."""
+
+    def __init__(self, messages: bool, content: bool):
+        self.messages = messages
+        self.content = content
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Wants) and (self.messages, self.content) == (other.messages, other.content)
+
+    def covers(self, other: "Wants") -> bool:
+        """True when a connection made with these intents also serves `other` (no reconnect needed)."""
+        return (self.messages or not other.messages) and (self.content or not other.content)
+
+    def intents(self) -> Any:
+        import discord
+
+        intents = discord.Intents.none()
+        intents.guilds = intents.members = intents.presences = True
+        intents.guild_messages = self.messages
+        intents.message_content = self.content
+        return intents
+
+
+def member_rec(member: Any) -> r.MemberRec:
+    roles = member.roles[1:]  # the first is @everyone
+    return r.MemberRec(str(member.id), member.display_name, color_of(member.colour.value), status_of(member.status),
+                       tuple(str(role.id) for role in roles), tuple(role.name for role in roles), member.bot)
+
+
+def _client_class(identify_delay: float) -> type:
+    import discord
+
+    # A bot that only watches a guild needs no voice: no warning that its libraries are missing.
+    for flag in ("warn_nacl", "warn_dave"):
+        if hasattr(discord.VoiceClient, flag):
+            setattr(discord.VoiceClient, flag, False)
+
+    class Client(discord.Client):
+        """discord.py's client, with each event it hands on turned into a record."""
+
+        def __init__(self, post: Post, **options: Any):
+            super().__init__(**options)
+            self.post = post
+
+        async def before_identify_hook(self, shard_id: Optional[int], *, initial: bool = False) -> None:
+            if not initial:
+                await asyncio.sleep(identify_delay)
+
+        async def snapshot(self, guild: Any) -> None:
+            members = list(guild.members)
+            parts = max(1, -(-len(members) // SNAPSHOT_PART))
+            for i in range(parts):
+                part = tuple(member_rec(m) for m in members[i * SNAPSHOT_PART:(i + 1) * SNAPSHOT_PART])
+                self.post(r.GuildSnapshot(str(guild.id), guild.name, part, i, parts))
+                await asyncio.sleep(0)  # the gateway's own messages go on meanwhile
+
+        async def on_connect(self) -> None:
+            if not self.is_ready():
+                self.post(r.SessionStarting())
+
+        async def on_ready(self) -> None:
+            self.post(r.Connected(tuple(str(g.id) for g in self.guilds), resumed=False))
+
+        async def on_resumed(self) -> None:
+            self.post(r.Connected(tuple(str(g.id) for g in self.guilds), resumed=True))
+
+        async def on_disconnect(self) -> None:
+            self.post(r.Disconnected("the gateway connection was lost"))
+
+        async def on_guild_available(self, guild: Any) -> None:
+            await self.snapshot(guild)
+
+        async def on_guild_join(self, guild: Any) -> None:
+            await self.snapshot(guild)
+
+        async def on_guild_remove(self, guild: Any) -> None:
+            self.post(r.GuildGone(str(guild.id)))
+
+        async def on_guild_update(self, before: Any, after: Any) -> None:
+            if before.name != after.name:
+                self.post(r.GuildRenamed(str(after.id), after.name))
+
+        async def on_member_join(self, member: Any) -> None:
+            self.post(r.MembersChanged(str(member.guild.id), (member_rec(member),)))
+
+        async def on_member_update(self, before: Any, after: Any) -> None:
+            self.post(r.MembersChanged(str(after.guild.id), (member_rec(after),)))
+
+        async def on_user_update(self, before: Any, after: Any) -> None:
+            for guild in self.guilds:
+                member = guild.get_member(after.id)
+                if member is not None:
+                    self.post(r.MembersChanged(str(guild.id), (member_rec(member),)))
+
+        async def on_raw_member_remove(self, payload: Any) -> None:
+            self.post(r.MemberLeft(str(payload.guild_id), str(payload.user.id)))
+
+        async def on_presence_update(self, before: Any, after: Any) -> None:
+            if before.status != after.status:
+                self.post(r.PresenceChanged(str(after.guild.id), str(after.id), status_of(after.status)))
+
+        async def _recolour(self, guild: Any) -> None:
+            # A role's colour, name or place changed (or it went): its holders may look different.
+            self.post(r.MembersChanged(str(guild.id), tuple(member_rec(m) for m in guild.members)))
+
+        async def on_guild_role_update(self, before: Any, after: Any) -> None:
+            if (before.colour, before.name, before.position) != (after.colour, after.name, after.position):
+                holders = tuple(member_rec(m) for m in after.members)
+                if holders:
+                    self.post(r.MembersChanged(str(after.guild.id), holders))
+
+        async def on_guild_role_delete(self, role: Any) -> None:
+            await self._recolour(role.guild)
+
+        async def on_message(self, message: Any) -> None:
+            if message.guild is None or message.webhook_id is not None:
+                return
+            channel = message.channel
+            parent = getattr(channel, "parent", None)
+            self.post(r.MessageRec(str(message.guild.id), str(channel.id), getattr(channel, "name", "") or "",
+                                   str(parent.id) if parent is not None else None,
+                                   parent.name if parent is not None else None,
+                                   str(message.author.id), message.clean_content))
+
+    return Client
+
+
+class Gateway:
+    """One gateway connection, until `stop()`: login, connect, and try again while Discord is away."""
+
+    def __init__(self, token: str, api_base: str, timeout: float, wants: Wants, post: Post, *,
+                 identify_delay: float = IDENTIFY_DELAY, guild_ready_timeout: float = GUILD_READY_TIMEOUT,
+                 backoff_first: float = BACKOFF_FIRST):
+        self.api_base = api_base
+        self.timeout = timeout
+        self.wants = wants
+        self._token = token
+        self._post = post
+        self._identify_delay = identify_delay
+        self._guild_ready_timeout = guild_ready_timeout
+        self._backoff_first = backoff_first
+        self._stop = asyncio.Event()
+        self._client: Any = None
+
+    async def run(self) -> None:
+        delay = self._backoff_first
+        while not self._stop.is_set():
+            outcome = await self._attempt()
+            if outcome == "stopped" or self._stop.is_set():
+                return
+            if outcome == "failed":
+                await self._stop.wait()  # nothing changes until the config does (a new worker)
+                return
+            wait = delay * random.uniform(0.8, 1.2)
+            log.warning("discord.retrying", after_seconds=round(wait, 1))
+            try:
+                await asyncio.wait_for(self._stop.wait(), wait)
+            except asyncio.TimeoutError:
+                pass
+            delay = min(delay * 2, BACKOFF_MAX)
+
+    async def _attempt(self) -> str:
+        """One login and connection; "stopped", "failed" (for good) or "retry"."""
+        import discord
+
+        try:
+            url = await gateway_url(self.api_base, self._token, self.timeout)
+        except GatewayLookupFailed as exc:
+            if exc.status in (401, 403):
+                return self._fail("token", "Discord refused the bot token (check DISCORD_BOT_TOKEN, or the "
+                                           "token of Bot → Reset Token in the Developer Portal)")
+            self._post(r.Disconnected(str(exc)))
+            return "retry"
+        point_at(self.api_base, url)
+        client = _client_class(self._identify_delay)(self._post, intents=self.wants.intents(),
+                                                     chunk_guilds_at_startup=True, max_messages=None,
+                                                     guild_ready_timeout=self._guild_ready_timeout)
+        self._client = client
+        try:
+            await client.start(self._token)
+            return "stopped" if self._stop.is_set() else "retry"
+        except discord.LoginFailure:
+            return self._fail("token", "Discord refused the bot token (check DISCORD_BOT_TOKEN)")
+        except discord.PrivilegedIntentsRequired:
+            needed = ["Presence Intent", "Server Members Intent"] + (["Message Content Intent"] if self.wants.content
+                                                                     else [])
+            return self._fail("intents", "Discord closed the gateway with 4014: privileged intents are not enabled. "
+                                         f"In the Developer Portal, Bot → Privileged Gateway Intents, enable: "
+                                         f"{', '.join(needed)}")
+        except discord.ConnectionClosed as exc:
+            if exc.code == 4004:
+                return self._fail("token", "Discord refused the bot token on the gateway (4004)")
+            if exc.code in (4010, 4011, 4012, 4013):
+                return self._fail("api", f"Discord refused the gateway connection ({exc.code})")
+            self._post(r.Disconnected(f"the gateway closed ({exc.code})"))
+            return "retry"
+        except (OSError, asyncio.TimeoutError, discord.HTTPException, discord.GatewayNotFound) as exc:
+            self._post(r.Disconnected(f"cannot reach Discord: {type(exc).__name__}"))
+            return "retry"
+        finally:
+            self._client = None
+            if not client.is_closed():
+                await client.close()
+
+    def _fail(self, kind: str, message: str) -> str:
+        self._post(r.Failed(kind, message))
+        return "failed"
+
+    async def resync(self) -> None:
+        """Send every guild again, whole (after records had to be dropped)."""
+        client = self._client
+        if client is not None and client.is_ready():
+            for guild in list(client.guilds):
+                await client.snapshot(guild)
+
+    async def stop(self) -> None:
+        self._stop.set()
+        client = self._client
+        if client is not None:
+            await client.close()

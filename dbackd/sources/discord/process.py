@@ -1,0 +1,114 @@
+"""The daemon's side of the gateway worker: start it, feed it its settings, read its records, stop it.
+
+The worker (worker.py) runs discord.py in a process of its own, so its parsing never
+holds this interpreter. Records arrive as JSON lines and go to `on_record` in order; a
+worker that ends on its own is started again with backoff. The token goes to the worker
+on its stdin only. It decides nothing about what records mean.
+"""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import random
+import sys
+from typing import Callable, Optional
+
+import structlog
+
+from dbackd.ops import logs
+from dbackd.core import tokens
+from dbackd.core.tasks import TaskSet
+from dbackd.sources.discord import gateway
+from dbackd.sources.discord.gateway import Wants
+from dbackd.sources.discord.records import Disconnected, Record, decode
+
+log = structlog.get_logger("dbackd.discord")
+
+STOP_TIMEOUT = 10.0  # seconds the worker gets to close its connection and end
+LINE_LIMIT = 64 * 1024 * 1024  # the longest record line (a snapshot part of 1,000 members is ~0.2 MB)
+
+
+class GatewayProcess:
+    def __init__(self, token: str, api_base: str, timeout: float, wants: Wants, on_record: Callable[[Record], None]):
+        self.api_base = api_base
+        self.timeout = timeout
+        self.wants = wants
+        self._token = token
+        self._on_record = on_record
+        self._proc: Optional[asyncio.subprocess.Process] = None
+        self._tasks = TaskSet("discord.worker")
+        self._stopping = False
+
+    def token_differs(self, token: str) -> bool:
+        return not hmac.compare_digest(tokens.digest(token), tokens.digest(self._token))
+
+    async def start(self) -> None:
+        self._stopping = False
+        self._tasks.spawn(self._supervise(), name="dbackd-discord-worker")
+
+    async def _spawn(self) -> asyncio.subprocess.Process:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "dbackd.sources.discord.worker", stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, limit=LINE_LIMIT)
+        level, fmt = logs.current()
+        settings = {"token": self._token, "api_base": self.api_base, "timeout": self.timeout,
+                    "messages": self.wants.messages, "content": self.wants.content,
+                    # Read now, so a test can make them short for the fake Discord.
+                    "identify_delay": gateway.IDENTIFY_DELAY, "guild_ready_timeout": gateway.GUILD_READY_TIMEOUT,
+                    "backoff_first": gateway.BACKOFF_FIRST, "log_level": level, "log_format": fmt}
+        assert proc.stdin is not None
+        proc.stdin.write(json.dumps(settings).encode() + b"\n")
+        await proc.stdin.drain()
+        return proc
+
+    async def _supervise(self) -> None:
+        delay = gateway.BACKOFF_FIRST
+        while not self._stopping:
+            proc = self._proc = await self._spawn()
+            assert proc.stdout is not None
+            while True:
+                try:
+                    line = await proc.stdout.readline()
+                except ValueError:  # a line past LINE_LIMIT: the worker is not itself
+                    log.error("discord.worker_bad_output")
+                    proc.kill()
+                    break
+                if not line:
+                    break
+                try:
+                    record = decode(line)
+                except ValueError:
+                    log.error("discord.worker_bad_output")
+                    continue
+                self._on_record(record)
+                delay = gateway.BACKOFF_FIRST
+            code = await proc.wait()
+            if self._stopping:
+                return
+            log.error("discord.worker_ended", code=code)
+            self._on_record(Disconnected("the gateway worker ended"))
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            delay = min(delay * 2, gateway.BACKOFF_MAX)
+
+    def resync(self) -> None:
+        self._command(b"resync")
+
+    def _command(self, line: bytes) -> None:
+        proc = self._proc
+        if proc is not None and proc.stdin is not None and not proc.stdin.is_closing():
+            proc.stdin.write(line + b"\n")
+
+    async def stop(self) -> None:
+        """Ask the worker to close its connection and end; kill it if it does not in time."""
+        self._stopping = True
+        proc = self._proc
+        if proc is not None and proc.returncode is None:
+            self._command(b"stop")
+            try:
+                await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
+            except asyncio.TimeoutError:
+                log.warning("discord.worker_killed", after_seconds=STOP_TIMEOUT)
+                proc.kill()
+                await proc.wait()
+        await self._tasks.cancel()

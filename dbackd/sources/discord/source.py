@@ -1,0 +1,489 @@
+"""The Discord source: a live guild's members, statuses, colours and chatter, as world events.
+
+A source of world changes, on the daemon's event loop. It runs one gateway connection
+(gateway.py, in a worker process of its own: process.py) for every `source: discord`
+server, takes the records it hands over (bounded, in order), keeps a mirror of each guild, and changes the
+world through events applied in slices: a guild's members through one `View` per server
+(the filters and `max_actors`), its chat through the server's `messages` rule. Guild
+names (for servers the config does not name) and, with `auto_servers`, whole servers go
+to the declaration as a layer of their own, since the declaration says who exists.
+Config changes arrive as `ConfigReplaced`: new options re-filter the mirror live, a new
+token or more intents reconnect, anything else keeps the connection. While Discord is
+unreachable the servers keep their last known state and `status()` says so. It never
+logs the token and never shows a message's words unless the server's `messages` says so.
+"""
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+from collections import deque
+from datetime import datetime, timezone
+from typing import Any, Iterator, Optional
+
+import structlog
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from dbackd.core import bulk
+from dbackd.config import Config, Server
+from dbackd.config.model import DiscordOptions
+from dbackd.core.declaration import Declaration
+from dbackd.core.events import ConfigReplaced, Event, MessageSent, PresenceChanged
+from dbackd.sources.providers import Checked
+from dbackd.core.tasks import TaskSet
+from dbackd.core.world import World
+from dbackd.sources.discord import records as r
+from dbackd.sources.discord.gateway import Wants
+from dbackd.sources.discord.process import GatewayProcess
+from dbackd.sources.discord.mapping import channel_allowed, message_text
+from dbackd.sources.discord.view import Change, View
+
+log = structlog.get_logger("dbackd.discord")
+
+INBOX_LIMIT = 200_000  # records waiting for the loop; past it, deltas are dropped and guilds resent whole
+EVENTS_PER_SLICE = 500  # world events between two yields to the event loop
+MEMBERS_PER_SLICE = 250  # members of a snapshot taken between two yields
+BULK_WINDOW = 300.0  # seconds a session's initial load may keep the cycle collector paused, at most
+LAYER = "discord"
+
+
+class Inbox:
+    """Records from the gateway thread to the loop, in order; `post` may be called from any thread."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, wake: asyncio.Event, limit: int = INBOX_LIMIT):
+        self._loop = loop
+        self._wake = wake
+        self._limit = limit
+        self._lock = threading.Lock()
+        self._items: deque[r.Record] = deque()
+        self.dropped = 0  # deltas dropped since the last take
+        self.closed = False
+
+    def post(self, record: r.Record) -> None:
+        with self._lock:
+            if self.closed:
+                return
+            if len(self._items) >= self._limit and isinstance(record, (r.PresenceChanged, r.MembersChanged,
+                                                                        r.MessageRec, r.MemberLeft)):
+                self.dropped += 1
+                return
+            was_empty = not self._items
+            self._items.append(record)
+        if was_empty:
+            try:
+                self._loop.call_soon_threadsafe(self._wake.set)
+            except RuntimeError:  # the daemon's loop is closing
+                pass
+
+    def take(self) -> tuple[list[r.Record], int]:
+        with self._lock:
+            items, self._items = list(self._items), deque()
+            dropped, self.dropped = self.dropped, 0
+        return items, dropped
+
+
+class Guild:
+    """What the source knows of one guild."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.members: dict[str, r.MemberRec] = {}
+        self.loading: Optional[set[str]] = None  # uids of a snapshot arriving in parts
+
+
+def wants_of(config: Config) -> Wants:
+    servers = [s.discord for s in config.servers if s.discord is not None]
+    defaults = config.discord.defaults if config.discord else DiscordOptions()
+    if config.discord is not None and config.discord.auto_servers:
+        servers.append(defaults)
+    # Ordinary messages are always asked for (not privileged), so a reload between redact and
+    # off never reconnects; the message content only when a server shows it.
+    return Wants(messages=True, content=any(o.messages == "content" for o in servers))
+
+
+def short_id(name: str, taken: set[str]) -> str:
+    base = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:32] or "guild"
+    candidate, n = base, 1
+    while candidate in taken or candidate == "default":
+        n += 1
+        candidate = f"{base}-{n}"
+    return candidate
+
+
+class DiscordSource:
+    def __init__(self, world: World, declaration: Declaration):
+        self.world = world
+        self.declaration = declaration
+        self.state = "off"  # off | connecting | ready | reconnecting | failed
+        self.error: Optional[str] = None
+        self.since = datetime.now(timezone.utc)
+        self.reconnects = 0
+        self.dropped = 0
+        self.events: dict[str, int] = {}  # records taken, by kind
+        self.guilds: dict[str, Guild] = {}
+        self.views: dict[str, View] = {}  # by server snowflake (the guild's id)
+        self.missing: tuple[str, ...] = ()  # configured servers whose guild the bot is not in
+        self._gateway: Optional[GatewayProcess] = None
+        self._inbox: Optional[Inbox] = None
+        self._wake = asyncio.Event()
+        self._config_changed = True
+        self._layer: Optional[Checked] = None
+        self._tasks = TaskSet("discord")
+        self._bulk: Optional[asyncio.TimerHandle] = None
+        self._session_ready = False  # the new session's READY came (its guilds may still be arriving)
+        self._progress = asyncio.Condition()
+
+    # -- lifecycle -----------------------------------------------------------------
+    async def start(self) -> None:
+        # Started afresh (a cluster's new leader, too): the guilds come whole again from the gateway.
+        self.guilds.clear()
+        self.views.clear()
+        self._layer = None
+        self._config_changed = True
+        self._inbox = Inbox(asyncio.get_running_loop(), self._wake)
+        self.world.subscribe(self._on_event)
+        self._tasks.spawn(self._work(), name="dbackd-discord")
+        self._wake.set()
+
+    async def stop(self) -> None:
+        self.world.unsubscribe(self._on_event)
+        await self._tasks.cancel()
+        await self._disconnect()
+        self._end_bulk()
+        if self._inbox is not None:
+            self._inbox.closed = True
+
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, ConfigReplaced):
+            self._config_changed = True  # handled in the source's own task: never inside an apply
+            self._wake.set()
+
+    async def _connect(self, config: Config) -> None:
+        settings = config.discord
+        assert settings is not None and self._inbox is not None
+        self._gateway = GatewayProcess(settings.bot_token, settings.api_base, settings.timeout, wants_of(config),
+                                       self._inbox.post)
+        self._set_state("connecting", None)
+        await self._gateway.start()
+        log.info("discord.connecting", api_base=settings.api_base)
+
+    async def _disconnect(self) -> None:
+        gateway, self._gateway = self._gateway, None
+        if gateway is not None:
+            await gateway.stop()
+
+    # -- the work ------------------------------------------------------------------
+    async def _work(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self._config_changed:
+                self._config_changed = False
+                await self._follow_config()
+            assert self._inbox is not None
+            items, dropped = self._inbox.take()
+            if dropped:
+                self.dropped += dropped
+                log.warning("discord.behind", dropped=dropped, action="every guild is sent again whole")
+                if self._gateway is not None:
+                    self._gateway.resync()
+            for i, record in enumerate(items, 1):
+                kind = type(record).__name__
+                self.events[kind] = self.events.get(kind, 0) + 1
+                await self._take(record)
+                if i % EVENTS_PER_SLICE == 0:
+                    await asyncio.sleep(0)
+            await self._update_layer()
+            async with self._progress:
+                self._progress.notify_all()
+
+    async def wait_until(self, predicate) -> None:
+        """Wait until `predicate()` holds after the source has taken what the gateway sent (tests, tools)."""
+        async with self._progress:
+            await self._progress.wait_for(predicate)
+
+    async def _follow_config(self) -> None:
+        """The world took a new config: reconnect only when the connection itself must change."""
+        config = self.world.config
+        settings = config.discord
+        gateway = self._gateway
+        if settings is None:
+            if gateway is not None:
+                await self._disconnect()
+                log.info("discord.stopped", reason="the config has no discord block")
+            self.guilds.clear()
+            self._set_state("off", None)
+        elif gateway is None or (gateway.api_base, gateway.timeout) != (settings.api_base, settings.timeout) \
+                or gateway.token_differs(settings.bot_token) or not gateway.wants.covers(wants_of(config)):
+            if gateway is not None:
+                self.reconnects += 1
+                await self._disconnect()
+            self.guilds.clear()
+            await self._connect(config)
+        servers = {s.snowflake: s for s in config.servers if s.discord is not None}
+        for snowflake in [sf for sf in self.views if sf not in servers]:
+            del self.views[snowflake]  # the world removed the server with its users
+        for snowflake, server in servers.items():
+            options = server.discord
+            assert options is not None
+            view = self.views.get(snowflake)
+            if view is None:
+                view = self.views[snowflake] = View(options)
+            elif view.options != options:
+                view.options = options  # new filters, live: the mirror is filtered again
+            else:
+                continue
+            guild = self.guilds.get(snowflake)
+            if guild is not None:
+                await self._refilter(snowflake, guild)
+        self._check_missing()
+
+    async def _take(self, record: r.Record) -> None:
+        if isinstance(record, r.PresenceChanged):
+            guild = self.guilds.get(record.guild)
+            member = guild.members.get(record.uid) if guild else None
+            if guild is not None and member is not None and member.status != record.status:
+                member = guild.members[record.uid] = member._replace(status=record.status)
+                await self._member(record.guild, record.uid, member)
+        elif isinstance(record, r.MembersChanged):
+            guild = self.guilds.get(record.guild)
+            if guild is not None:
+                for member in record.members:
+                    if guild.members.get(member.uid) != member:
+                        guild.members[member.uid] = member
+                        await self._member(record.guild, member.uid, member)
+        elif isinstance(record, r.MemberLeft):
+            guild = self.guilds.get(record.guild)
+            if guild is not None and guild.members.pop(record.uid, None) is not None:
+                await self._member(record.guild, record.uid, None)
+        elif isinstance(record, r.MessageRec):
+            self._message(record)
+        elif isinstance(record, r.GuildSnapshot):
+            await self._snapshot(record)
+        elif isinstance(record, r.GuildRenamed):
+            if record.guild in self.guilds:
+                self.guilds[record.guild].name = record.name
+        elif isinstance(record, r.GuildGone):
+            guild = self.guilds.pop(record.guild, None)
+            if guild is not None and record.guild in self.views:
+                await self._forget(record.guild, guild)
+            log.info("discord.guild_gone", guild=record.guild)
+        elif isinstance(record, r.SessionStarting):
+            self._session_ready = False
+            self._begin_bulk()
+        elif isinstance(record, r.Connected):
+            await self._connected(record)
+        elif isinstance(record, r.Disconnected):
+            if self.state == "ready":
+                self.reconnects += 1
+            if self.state != "failed":
+                self._set_state("reconnecting" if self.state in ("ready", "reconnecting") else "connecting",
+                                record.reason)
+                log.warning("discord.disconnected", reason=record.reason)
+        elif isinstance(record, r.Failed):
+            self._end_bulk()
+            self._set_state("failed", record.message)
+            servers = sorted(s.id for s in self.world.config.servers if s.discord is not None)
+            log.error("discord.failed", kind=record.kind, error=record.message, servers=servers)
+
+    async def _connected(self, record: r.Connected) -> None:
+        if not record.resumed:  # a new session sent every guild the bot is in again
+            for gone in [g for g in self.guilds if g not in record.guilds]:
+                guild = self.guilds.pop(gone)
+                if gone in self.views:
+                    await self._forget(gone, guild)
+            self._session_ready = True
+            self._end_bulk_if_loaded()
+        self._set_state("ready", None)
+        self._check_missing()
+        log.info("discord.ready" if not record.resumed else "discord.resumed", guilds=len(record.guilds),
+                 missing=list(self.missing))
+
+    def _check_missing(self) -> None:
+        if self.state != "ready":
+            return
+        missing = tuple(s.id for s in self.world.config.servers
+                        if s.discord is not None and s.snowflake not in self.guilds)
+        for server_id in set(missing) - set(self.missing):
+            server = self.world.config.server(server_id)
+            log.error("discord.guild_missing", server=server_id, guild=server.snowflake if server else None,
+                      error="the bot is not in this guild: invite it (Developer Portal, OAuth2 → URL Generator, "
+                            "scope bot), or correct the server's snowflake")
+        self.missing = missing
+
+    async def _snapshot(self, record: r.GuildSnapshot) -> None:
+        """A part of a whole guild: its members are taken as they come, and once the last part is
+        in, members the snapshot no longer has are gone. O(part) per part, never O(guild)."""
+        guild = self.guilds.get(record.guild)
+        if guild is None:
+            guild = self.guilds[record.guild] = Guild(record.name)
+        if record.part == 0:
+            guild.loading = set()
+        if guild.loading is None:
+            return  # a part without its beginning: a later snapshot brings the whole guild
+        guild.name = record.name
+        view = self.views.get(record.guild)
+        loading = guild.loading
+        for i, member in enumerate(record.members, 1):
+            loading.add(member.uid)
+            if guild.members.get(member.uid) != member:
+                guild.members[member.uid] = member
+                if view is not None:
+                    await self._apply(record.guild, view.update(member.uid, member))
+            if i % MEMBERS_PER_SLICE == 0:
+                await asyncio.sleep(0)
+        if record.part + 1 == record.parts:
+            guild.loading = None
+            for uid in set(guild.members) - loading:
+                del guild.members[uid]
+                if view is not None:
+                    await self._apply(record.guild, view.update(uid, None))
+            state = self.world.servers.get(record.guild)
+            if view is not None and state is not None:  # users shown before this source started (a new leader)
+                await self._apply(record.guild, [(uid, None, None) for uid in state.users if uid not in view.shown])
+            self._end_bulk_if_loaded()
+        self._check_missing()
+
+    async def _refilter(self, snowflake: str, guild: Guild) -> None:
+        """New options for a server: every member is placed again, a slice at a time."""
+        view = self.views[snowflake]
+        for i, (uid, member) in enumerate(list(guild.members.items()), 1):
+            await self._apply(snowflake, view.update(uid, member))
+            if i % EVENTS_PER_SLICE == 0:
+                await asyncio.sleep(0)
+
+    async def _forget(self, snowflake: str, guild: Guild) -> None:
+        """The guild is gone: its members leave the server's world, a slice at a time."""
+        view = self.views[snowflake]
+        for i, uid in enumerate(list(guild.members), 1):
+            await self._apply(snowflake, view.update(uid, None))
+            if i % EVENTS_PER_SLICE == 0:
+                await asyncio.sleep(0)
+
+    async def _member(self, snowflake: str, uid: str, member: Optional[r.MemberRec]) -> None:
+        view = self.views.get(snowflake)
+        if view is not None:
+            await self._apply(snowflake, view.update(uid, member))
+
+    def _message(self, record: r.MessageRec) -> None:
+        view = self.views.get(record.guild)
+        if view is None or record.author not in view.shown or not channel_allowed(record, view.options):
+            return
+        text = message_text(record, view.options)
+        state = self.world.servers.get(record.guild)
+        if text is not None and state is not None and record.author in state.users:
+            self.world.apply(MessageSent(record.guild, record.author, text, record.channel))
+
+    async def _apply(self, snowflake: str, changes: list[Change]) -> None:
+        """The view's changes as world events, against what the world has now, in slices."""
+        for i, event in enumerate(self._events(snowflake, changes), 1):
+            self.world.apply(event)
+            if i % EVENTS_PER_SLICE == 0:
+                await asyncio.sleep(0)
+
+    def _events(self, snowflake: str, changes: list[Change]) -> Iterator[PresenceChanged]:
+        for uid, old, new in changes:
+            state = self.world.servers.get(snowflake)  # read at each step: the slices let others in
+            if state is None:
+                return
+            live = state.users.get(uid)
+            if new is None:
+                if live is not None:
+                    yield PresenceChanged(snowflake, uid, live.status, delete=True)
+            elif live is None:
+                yield PresenceChanged(snowflake, uid, new.status, new.name, new.color)
+            elif (live.status, live.username, live.role_color) != (new.status, new.name, new.color):
+                yield PresenceChanged(snowflake, uid, new.status,
+                                      new.name if live.username != new.name else None,
+                                      new.color if live.role_color != new.color else None)
+
+    # -- the declaration's discord layer --------------------------------------------
+    def _wanted_layer(self) -> Optional[Checked]:
+        config = self.world.config
+        settings = config.discord
+        if settings is None:
+            return None
+        base = {s.snowflake: s for s in self.declaration.base.servers}
+        servers: dict[str, tuple[Server, frozenset[str]]] = {}
+        for snowflake, server in base.items():
+            guild = self.guilds.get(snowflake)
+            if server.discord is not None and not server.named and guild is not None:
+                servers[snowflake] = (Server(snowflake, server.id, guild.name), frozenset({"name"}))
+        if settings.auto_servers:
+            taken = {s.id for s in base.values()}
+            previous = self._layer.servers if self._layer else {}
+            for snowflake in sorted(self.guilds):
+                if snowflake in base:
+                    continue
+                guild = self.guilds[snowflake]
+                kept = previous.get(snowflake)
+                server_id = kept[0].id if kept is not None and kept[0].id not in taken else short_id(guild.name, taken)
+                taken.add(server_id)
+                servers[snowflake] = (Server(snowflake, server_id, guild.name, source="discord",
+                                             discord=settings.defaults), frozenset())
+        return Checked(servers=servers)
+
+    async def _update_layer(self) -> None:
+        wanted = self._wanted_layer()
+        if wanted == self._layer:
+            return
+        self._layer = wanted
+        lines = await self.declaration.set_layer(LAYER, wanted)
+        if lines != ["no changes"]:
+            log.info("discord.servers", changes=lines[:10], count=len(lines))
+
+    # -- reporting -----------------------------------------------------------------
+    def _set_state(self, state: str, error: Optional[str]) -> None:
+        if state != self.state:
+            self.since = datetime.now(timezone.utc)
+        self.state, self.error = state, error
+
+    def _begin_bulk(self) -> None:
+        if self._bulk is None:
+            bulk.begin()
+            self._bulk = asyncio.get_running_loop().call_later(BULK_WINDOW, self._end_bulk)
+
+    def _end_bulk_if_loaded(self) -> None:
+        if self._session_ready and not any(g.loading is not None for g in self.guilds.values()):
+            self._end_bulk()
+
+    def _end_bulk(self) -> None:
+        if self._bulk is not None:
+            self._bulk.cancel()
+            self._bulk = None
+            bulk.end()
+
+    def status(self) -> dict[str, Any]:
+        """For /healthz: the connection, and each discord server's guild as the source knows it."""
+        servers = {}
+        for s in self.world.config.servers:
+            if s.discord is None:
+                continue
+            guild = self.guilds.get(s.snowflake)
+            view = self.views.get(s.snowflake)
+            servers[s.id] = {"guild": s.snowflake, "seen": guild is not None,
+                             "members": len(guild.members) if guild else 0,
+                             "shown": len(view.shown) if view else 0}
+        return {"state": self.state, "since": self.since.isoformat(), "error": self.error,
+                "reconnects": self.reconnects, "dropped_records": self.dropped, "servers": servers}
+
+    def collect(self) -> Iterator[Metric]:
+        """Prometheus families, read at scrape time."""
+        connected = GaugeMetricFamily("dbackd_discord_connected",
+                                      "1 while the Discord gateway connection is ready, else 0.")
+        connected.add_metric([], 1 if self.state == "ready" else 0)
+        reconnects = CounterMetricFamily("dbackd_discord_reconnects", "Gateway connections lost or replaced.")
+        reconnects.add_metric([], self.reconnects)
+        records = CounterMetricFamily("dbackd_discord_records", "What the gateway handed over, by kind.",
+                                      labels=["kind"])
+        for kind, n in sorted(self.events.items()):
+            records.add_metric([kind], n)
+        members = GaugeMetricFamily("dbackd_discord_members", "Members of each discord server's guild, and shown.",
+                                    labels=["server", "which"])
+        for server_id, s in self.status()["servers"].items():
+            members.add_metric([server_id, "guild"], s["members"])
+            members.add_metric([server_id, "shown"], s["shown"])
+        yield from (connected, reconnects, records, members)
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())

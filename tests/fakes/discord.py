@@ -312,7 +312,8 @@ class FakeGuild:
             "max_members": 500000, "max_video_channel_users": 25, "widget_enabled": False,
         }
 
-    def create_json(self, *, intents: int, large_threshold: int, bot_id: str, joined: bool = False) -> str:
+    def create_json(self, *, intents: int, large_threshold: int, bot_id: str, joined: bool = False,
+                    huge_threshold: int = 75_000) -> str:
         """GUILD_CREATE as a session with these intents gets it: a large guild carries only the
         members who are not offline (and the bot), as Discord does past `large_threshold`.
         `unavailable: false` marks a guild the session knew as unavailable (READY, an outage);
@@ -320,7 +321,14 @@ class FakeGuild:
         large = self.member_count > large_threshold
         has_members = bool(intents & INTENTS["members"])
         has_presences = bool(intents & INTENTS["presences"])
-        if has_members and not large:
+        if self.member_count > huge_threshold:
+            # Discord's GUILD_CREATE documentation: "If your bot does not have the GUILD_PRESENCES
+            # Gateway Intent, or if the guild has over 75k members, members and presences returned
+            # in this event will only contain your bot and users in voice channels" (the fake has
+            # no voice states, so: the bot alone). Statuses then come from Request Guild Members
+            # with `presences: true` and from PRESENCE_UPDATE.
+            chosen = []
+        elif has_members and not large:
             chosen = list(self.members.values())
         elif has_presences:
             chosen = [self.members[uid] for uid in self.presences if uid in self.members]
@@ -562,6 +570,7 @@ class FakeDiscord:
         wait_timeout: float = 5.0,
         gateway_rate_limit: Tuple[int, float] = (120, 60.0),
         compression_level: int = 6,
+        huge_threshold: int = 75_000,
     ):
         enabled = set(intents_enabled)
         unknown = enabled - set(PRIVILEGED_INTENTS)
@@ -577,6 +586,7 @@ class FakeDiscord:
         self.wait_timeout = wait_timeout
         self.gateway_rate_limit = gateway_rate_limit
         self.compression_level = compression_level
+        self.huge_threshold = huge_threshold  # Discord's 75k; tests lower it to stay small
 
         self._snowflake_counter = 0
         self.bot = _User(_sid(bot_id) if bot_id is not None else self.snowflake(), bot_name, bot=True)
@@ -994,6 +1004,7 @@ class FakeDiscord:
     def _send_guild_create(self, session: _Session, guild: FakeGuild, *, joined: bool = False) -> None:
         session.dispatch("GUILD_CREATE", guild.create_json(intents=session.intents,
                                                            large_threshold=session.large_threshold,
+                                                           huge_threshold=self.huge_threshold,
                                                            bot_id=self.bot.id, joined=joined))
 
     # -- connection control ------------------------------------------------------------------

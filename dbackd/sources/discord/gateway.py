@@ -75,6 +75,23 @@ def _client_class(identify_delay: float) -> type:
         def __init__(self, post: Post, **options: Any):
             super().__init__(**options)
             self.post = post
+            self._with_presences()
+
+        def _with_presences(self) -> None:
+            # discord.py chunks a guild without presences, and past 75,000 members Discord's
+            # GUILD_CREATE holds no presences (only the bot's and voice members'): every member
+            # would stay offline. discord.py has no option for it, so its one chunk request asks
+            # for presences whenever the intent allows it (it applies those of a chunk itself).
+            state = self._connection
+            chunker = state.chunker
+            if not state._intents.presences:
+                return
+
+            async def with_presences(guild_id: int, query: str = "", limit: int = 0, presences: bool = False,
+                                     *, nonce: Optional[str] = None) -> None:
+                await chunker(guild_id, query, limit, True, nonce=nonce)
+
+            state.chunker = with_presences
 
         async def before_identify_hook(self, shard_id: Optional[int], *, initial: bool = False) -> None:
             if not initial:

@@ -1,0 +1,62 @@
+"""Discord's rules for big guilds, against the fake that follows them (scaled down to stay quick)."""
+from __future__ import annotations
+
+import pytest
+
+from .fakes.discord import FakeDiscord
+from .test_discord import TOKEN, quick_gateway, until, users  # noqa: F401
+
+discord = pytest.importorskip("discord", minversion="2.4")
+
+HUGE = "555555555555555501"
+
+
+@pytest.fixture
+async def huge():
+    # Past the 75k rule (lowered to 1,000 here): GUILD_CREATE carries the bot alone, members and presences.
+    async with FakeDiscord(token=TOKEN, heartbeat_interval=5.0, huge_threshold=1_000) as f:
+        f.add_large_guild(id=HUGE, members=1_500, online_fraction=0.2, roles=3, channels=1)
+        yield f
+
+
+
+def _config(fake: FakeDiscord, server: str = ""):
+    from dbackd.config import load_text
+
+    from .conftest import ROOT
+    text = f"""
+discord:
+  bot_token: ${{DISCORD_BOT_TOKEN}}
+  api_base: {fake.api_base}
+servers:
+  - {{snowflake: "1", id: local, name: Local, default: true, users: [{{uid: "11", username: x}}]}}
+  - id: big
+    snowflake: "{HUGE}"
+    source: discord
+{server}
+"""
+    return load_text(text, "t.yaml", ROOT, {"DISCORD_BOT_TOKEN": TOKEN})
+
+
+async def test_a_guild_past_the_75k_rule_shows_who_is_online(huge, start_daemon):
+    guild = huge.guild(HUGE)
+    online = {uid for uid in guild.presences if uid in guild.members}
+    assert 200 < len(online) < 400  # the fake made a fifth of them online
+    d = await start_daemon(_config(huge))
+    await until(d, lambda: len(users(d, "big")) == 1_500)
+    shown = users(d, "big")
+    assert {uid for uid, u in shown.items() if u["status"] != "offline"} == online
+
+
+async def test_hide_offline_past_the_75k_rule_keeps_the_online(huge, start_daemon):
+    guild = huge.guild(HUGE)
+    online = {uid for uid in guild.presences if uid in guild.members}
+    d = await start_daemon(_config(huge, "    hide_offline: true\n"))
+    await until(d, lambda: set(users(d, "big")) == online)
+
+
+async def test_max_actors_past_the_75k_rule_picks_the_online(huge, start_daemon):
+    guild = huge.guild(HUGE)
+    online = {uid for uid in guild.presences if uid in guild.members}
+    d = await start_daemon(_config(huge, "    max_actors: 100\n"))
+    await until(d, lambda: len(users(d, "big")) == 100 and set(users(d, "big")) <= online)

@@ -42,6 +42,13 @@ def test_channels_by_id_name_and_a_threads_parent():
     assert channel_allowed(msg("hi"), DiscordOptions())
     assert not channel_allowed(msg("hi"), DiscordOptions(ignore_channels=("general",)))
     assert not channel_allowed(msg("hi", "9", "a-thread", "1", "general"), DiscordOptions(ignore_channels=("1",)))
+    # A channel, or a thread's parent, that discord.py has not cached has no name: with channels
+    # ignored by name, it might be one of them, so it is left out (fail closed).
+    ignoring = DiscordOptions(ignore_channels=("mod-chat",))
+    assert not channel_allowed(msg("hi", "9", "", None, None), ignoring)
+    assert not channel_allowed(msg("hi", "9", "a-thread", "5", None), ignoring)
+    assert channel_allowed(msg("hi", "9", "a-thread", "5", "general"), ignoring)
+    assert channel_allowed(msg("hi", "9", "", None, None), DiscordOptions())  # nothing ignored: nothing to fear
     listen = DiscordOptions(listen_channels=("announcements",))
     assert not channel_allowed(msg("hi"), listen) and channel_allowed(msg("hi", "2", "announcements"), listen)
 

@@ -168,8 +168,10 @@ def _client_class(identify_delay: float) -> type:
                 return
             channel = message.channel
             parent = getattr(channel, "parent", None)
+            # A thread whose parent is not cached still names it by id: the filter must know it is a thread.
+            parent_id = parent.id if parent is not None else getattr(channel, "parent_id", None)
             self.post(r.MessageRec(str(message.guild.id), str(channel.id), getattr(channel, "name", "") or "",
-                                   str(parent.id) if parent is not None else None,
+                                   str(parent_id) if parent_id is not None else None,
                                    parent.name if parent is not None else None,
                                    str(message.author.id), message.clean_content))
 

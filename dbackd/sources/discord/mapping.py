@@ -43,6 +43,8 @@ def eligible(member: MemberRec, options: DiscordOptions) -> bool:
 def channel_allowed(message: MessageRec, options: DiscordOptions) -> bool:
     """A message's channel (or a thread's parent channel) by id or name against listen/ignore."""
     here = tuple(x for x in (message.channel, message.channel_name, message.parent, message.parent_name) if x)
+    if options.ignore_channels and (not message.channel_name or (message.parent and not message.parent_name)):
+        return False  # a channel or parent discord.py has not cached may be an ignored one: fail closed
     if any(c in here for c in options.ignore_channels):
         return False
     return not options.listen_channels or any(c in here for c in options.listen_channels)

@@ -130,7 +130,7 @@ async def test_members_become_users_with_their_names_statuses_and_colours(fake, 
     assert set(join["data"]["users"]) == {ALICE, BOB, CAROL}
     assert join["data"]["serverName"] == "Home"  # the config gave no name: the guild's own
     health = d.health()["discord"]
-    assert health["state"] == "ready" and health["servers"]["home"] == {"guild": HOME, "seen": True,
+    assert health["state"] == "ready" and health["servers"]["home"] == {"guild": HOME, "seen": True, "state": "ready",
                                                                          "members": 5, "shown": 3}  # the bot is a member too
 
 

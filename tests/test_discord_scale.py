@@ -60,3 +60,20 @@ async def test_max_actors_past_the_75k_rule_picks_the_online(huge, start_daemon)
     online = {uid for uid in guild.presences if uid in guild.members}
     d = await start_daemon(_config(huge, "    max_actors: 100\n"))
     await until(d, lambda: len(users(d, "big")) == 100 and set(users(d, "big")) <= online)
+
+
+async def test_a_guild_that_arrives_after_ready_is_loading_not_missing(start_daemon, http, capsys):
+    from .test_discord import HOME, add_home, config, health_until
+
+    async with FakeDiscord(token=TOKEN, heartbeat_interval=5.0) as fake:
+        add_home(fake)
+        fake.guild_delete(HOME, unavailable=True)  # READY will list it; its GUILD_CREATE waits
+        d = await start_daemon(config(fake))
+        health = await health_until(d, lambda h: h["state"] == "ready")
+        assert health["servers"]["home"]["state"] == "loading"
+        async with http.get(f"http://127.0.0.1:{d.port}/metrics") as answer:
+            assert 'dbackd_discord_guild_state{server="home",state="loading"} 1.0' in await answer.text()
+        fake.guild_available(HOME)
+        await until(d, lambda: len(users(d, "home")) == 3)
+        health = await health_until(d, lambda h: h["servers"]["home"]["state"] == "ready")
+    assert "discord.guild_missing" not in capsys.readouterr().out

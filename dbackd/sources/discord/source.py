@@ -123,6 +123,9 @@ class DiscordSource:
         self.guilds: dict[str, Guild] = {}
         self.views: dict[str, View] = {}  # by server snowflake (the guild's id)
         self.missing: tuple[str, ...] = ()  # configured servers whose guild the bot is not in
+        # Guilds the session's READY listed: the bot is in them even before each one's GUILD_CREATE
+        # (which comes later, seconds later for a big guild).
+        self.member_of: set[str] = set()
         self._gateway: Optional[GatewayProcess] = None
         self._inbox: Optional[Inbox] = None
         self._wake = asyncio.Event()
@@ -265,6 +268,7 @@ class DiscordSource:
                 self.guilds[record.guild].name = record.name
         elif isinstance(record, r.GuildGone):
             guild = self.guilds.pop(record.guild, None)
+            self.member_of.discard(record.guild)
             if guild is not None and record.guild in self.views:
                 await self._forget(record.guild, guild)
             log.info("discord.guild_gone", guild=record.guild)
@@ -287,6 +291,7 @@ class DiscordSource:
             log.error("discord.failed", kind=record.kind, error=record.message, servers=servers)
 
     async def _connected(self, record: r.Connected) -> None:
+        self.member_of = set(record.guilds) if not record.resumed else self.member_of | set(record.guilds)
         if not record.resumed:  # a new session sent every guild the bot is in again
             for gone in [g for g in self.guilds if g not in record.guilds]:
                 guild = self.guilds.pop(gone)
@@ -303,7 +308,8 @@ class DiscordSource:
         if self.state != "ready":
             return
         missing = tuple(s.id for s in self.world.config.servers
-                        if s.discord is not None and s.snowflake not in self.guilds)
+                        if s.discord is not None and s.snowflake not in self.guilds
+                        and s.snowflake not in self.member_of)
         for server_id in set(missing) - set(self.missing):
             server = self.world.config.server(server_id)
             log.error("discord.guild_missing", server=server_id, guild=server.snowflake if server else None,
@@ -462,6 +468,8 @@ class DiscordSource:
             guild = self.guilds.get(s.snowflake)
             view = self.views.get(s.snowflake)
             servers[s.id] = {"guild": s.snowflake, "seen": guild is not None,
+                             "state": ("missing" if s.id in self.missing
+                                       else "loading" if guild is None or guild.loading is not None else "ready"),
                              "members": len(guild.members) if guild else 0,
                              "shown": len(view.shown) if view else 0}
         return {"state": self.state, "since": self.since.isoformat(), "error": self.error,
@@ -480,10 +488,16 @@ class DiscordSource:
             records.add_metric([kind], n)
         members = GaugeMetricFamily("dbackd_discord_members", "Members of each discord server's guild, and shown.",
                                     labels=["server", "which"])
+        guild_state = GaugeMetricFamily("dbackd_discord_guild_state",
+                                        "1 for the state each discord server's guild is in: loading (listed by "
+                                        "READY, its members not all in yet), ready, or missing (the bot is not in it).",
+                                        labels=["server", "state"])
         for server_id, s in self.status()["servers"].items():
             members.add_metric([server_id, "guild"], s["members"])
             members.add_metric([server_id, "shown"], s["shown"])
-        yield from (connected, reconnects, records, members)
+            for state in ("loading", "ready", "missing"):
+                guild_state.add_metric([server_id, state], 1 if s["state"] == state else 0)
+        yield from (connected, reconnects, records, members, guild_state)
 
     def describe(self) -> Iterator[Metric]:
         return iter(())

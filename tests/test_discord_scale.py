@@ -77,3 +77,29 @@ async def test_a_guild_that_arrives_after_ready_is_loading_not_missing(start_dae
         await until(d, lambda: len(users(d, "home")) == 3)
         health = await health_until(d, lambda h: h["servers"]["home"]["state"] == "ready")
     assert "discord.guild_missing" not in capsys.readouterr().out
+
+
+async def test_the_shards_gateway_bot_recommends_are_used(start_daemon):
+    from .test_discord import HOME, add_home, config, health_until
+
+    async with FakeDiscord(token=TOKEN, heartbeat_interval=5.0, recommended_shards=2) as fake:
+        add_home(fake)
+        d = await start_daemon(config(fake))
+        await health_until(d, lambda h: h["state"] == "ready")
+        await until(d, lambda: len(users(d, "home")) == 3)
+        identified = [f.d["shard"] for f in fake.received if f.op == 2]
+        assert sorted(identified) == [[0, 2], [1, 2]]
+
+
+async def test_sharding_required_is_said_plainly_and_the_next_connection_shards(start_daemon):
+    from .test_discord import HOME, add_home, config, health_until
+
+    async with FakeDiscord(token=TOKEN, heartbeat_interval=5.0, guilds_per_shard=1) as fake:
+        add_home(fake)
+        fake.add_guild(id="555555555559749805", name="Other")  # in the other shard of two
+        d = await start_daemon(config(fake))
+        health = await health_until(d, lambda h: "4011" in (h["error"] or ""))
+        assert "sharding required" in health["error"]
+        fake.recommended_shards = 2  # as Discord's /gateway/bot does once the guilds grew
+        await health_until(d, lambda h: h["state"] == "ready")
+        await until(d, lambda: len(users(d, "home")) == 3)

@@ -59,6 +59,7 @@ class Close:
     RATE_LIMITED = 4008
     SESSION_TIMED_OUT = 4009
     INVALID_SHARD = 4010
+    SHARDING_REQUIRED = 4011
     INVALID_API_VERSION = 4012
     INVALID_INTENTS = 4013
     DISALLOWED_INTENTS = 4014
@@ -571,6 +572,8 @@ class FakeDiscord:
         gateway_rate_limit: Tuple[int, float] = (120, 60.0),
         compression_level: int = 6,
         huge_threshold: int = 75_000,
+        recommended_shards: int = 1,
+        guilds_per_shard: int = 2500,
     ):
         enabled = set(intents_enabled)
         unknown = enabled - set(PRIVILEGED_INTENTS)
@@ -587,6 +590,8 @@ class FakeDiscord:
         self.gateway_rate_limit = gateway_rate_limit
         self.compression_level = compression_level
         self.huge_threshold = huge_threshold  # Discord's 75k; tests lower it to stay small
+        self.recommended_shards = recommended_shards
+        self.guilds_per_shard = guilds_per_shard
 
         self._snowflake_counter = 0
         self.bot = _User(_sid(bot_id) if bot_id is not None else self.snowflake(), bot_name, bot=True)
@@ -1297,6 +1302,11 @@ class FakeDiscord:
         session = _Session(uuid.uuid4().hex, intents=intents, shard=(shard[0], shard[1]),
                            large_threshold=threshold, replay_limit=self.replay_limit)
         session.guild_ids = {gid for gid in self.guilds if session.in_shard(gid)}
+        if len(session.guild_ids) > self.guilds_per_shard:
+            # Discord's close codes: 4011 "Sharding required: the session would have handled too
+            # many guilds - you are required to shard your connection" (2,500 guilds a shard).
+            conn.close_with(Close.SHARDING_REQUIRED, "Sharding required.")
+            return
         self._add_session(session)
         conn.session = session
         conn.info.session_id = session.id
@@ -1470,7 +1480,8 @@ class FakeDiscord:
 
     async def _get_gateway_bot(self, request: web.Request) -> web.Response:
         self._authorised(request)
-        return _json({"url": self.gateway_url, "shards": 1,
+        # Discord's Get Gateway Bot: "shards: the recommended number of shards to use when connecting".
+        return _json({"url": self.gateway_url, "shards": self.recommended_shards,
                       "session_start_limit": {"total": 1000, "remaining": 999, "reset_after": 14_400_000,
                                               "max_concurrency": 1}})
 

@@ -69,8 +69,9 @@ def _client_class(identify_delay: float) -> type:
         if hasattr(discord.VoiceClient, flag):
             setattr(discord.VoiceClient, flag, False)
 
-    class Client(discord.Client):
-        """discord.py's client, with each event it hands on turned into a record."""
+    class Client(discord.AutoShardedClient):
+        """discord.py's client, with each event it hands on turned into a record. Sharded as
+        `/gateway/bot` recommends (one shard a 2,500 guilds; past that Discord closes with 4011)."""
 
         def __init__(self, post: Post, **options: Any):
             super().__init__(**options)
@@ -88,8 +89,8 @@ def _client_class(identify_delay: float) -> type:
                 return
 
             async def with_presences(guild_id: int, query: str = "", limit: int = 0, presences: bool = False,
-                                     *, nonce: Optional[str] = None) -> None:
-                await chunker(guild_id, query, limit, True, nonce=nonce)
+                                     **keywords: Any) -> None:
+                await chunker(guild_id, query, limit, True, **keywords)
 
             state.chunker = with_presences
 
@@ -243,7 +244,13 @@ class Gateway:
         except discord.ConnectionClosed as exc:
             if exc.code == 4004:
                 return self._fail("token", "Discord refused the bot token on the gateway (4004)")
-            if exc.code in (4010, 4011, 4012, 4013):
+            if exc.code == 4011:
+                # Another connection asks /gateway/bot again, whose shard count follows the guilds.
+                self._post(r.Disconnected("Discord closed the gateway with 4011, sharding required: the bot is in "
+                                          "more guilds than one shard may hold (2,500); connecting again with the "
+                                          "shard count /gateway/bot recommends"))
+                return "retry"
+            if exc.code in (4010, 4012, 4013):
                 return self._fail("api", f"Discord refused the gateway connection ({exc.code})")
             self._post(r.Disconnected(f"the gateway closed ({exc.code})"))
             return "retry"

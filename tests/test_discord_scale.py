@@ -103,3 +103,14 @@ async def test_sharding_required_is_said_plainly_and_the_next_connection_shards(
         fake.recommended_shards = 2  # as Discord's /gateway/bot does once the guilds grew
         await health_until(d, lambda h: h["state"] == "ready")
         await until(d, lambda: len(users(d, "home")) == 3)
+
+
+async def test_a_spent_identify_budget_is_never_used_up(start_daemon):
+    from .test_discord import add_home, config, health_until
+
+    async with FakeDiscord(token=TOKEN, heartbeat_interval=5.0, session_starts_left=2) as fake:
+        add_home(fake)
+        d = await start_daemon(config(fake))
+        health = await health_until(d, lambda h: "identify budget" in (h["error"] or ""))
+        assert "2 of 1000 session starts left" in health["error"] and health["state"] != "ready"
+        assert fake.session_starts_left == 2 and not [f for f in fake.received if f.op == 2]

@@ -574,6 +574,7 @@ class FakeDiscord:
         huge_threshold: int = 75_000,
         recommended_shards: int = 1,
         guilds_per_shard: int = 2500,
+        session_starts_left: int = 999,
     ):
         enabled = set(intents_enabled)
         unknown = enabled - set(PRIVILEGED_INTENTS)
@@ -592,6 +593,7 @@ class FakeDiscord:
         self.huge_threshold = huge_threshold  # Discord's 75k; tests lower it to stay small
         self.recommended_shards = recommended_shards
         self.guilds_per_shard = guilds_per_shard
+        self.session_starts_left = session_starts_left
 
         self._snowflake_counter = 0
         self.bot = _User(_sid(bot_id) if bot_id is not None else self.snowflake(), bot_name, bot=True)
@@ -1279,6 +1281,7 @@ class FakeDiscord:
         return token == self.token
 
     def _identify(self, conn: _Connection, d: dict) -> None:
+        self.session_starts_left = max(0, self.session_starts_left - 1)
         if conn.session is not None:
             conn.close_with(Close.ALREADY_AUTHENTICATED, "Already authenticated.")
             return
@@ -1481,9 +1484,12 @@ class FakeDiscord:
     async def _get_gateway_bot(self, request: web.Request) -> web.Response:
         self._authorised(request)
         # Discord's Get Gateway Bot: "shards: the recommended number of shards to use when connecting".
+        # session_start_limit: "total: the total number of session starts the current user is
+        # allowed; remaining: the remaining number...; reset_after: the number of milliseconds
+        # after which the limit resets". Each IDENTIFY spends one.
         return _json({"url": self.gateway_url, "shards": self.recommended_shards,
-                      "session_start_limit": {"total": 1000, "remaining": 999, "reset_after": 14_400_000,
-                                              "max_concurrency": 1}})
+                      "session_start_limit": {"total": 1000, "remaining": self.session_starts_left,
+                                              "reset_after": 14_400_000, "max_concurrency": 1}})
 
     async def _get_me(self, request: web.Request) -> web.Response:
         self._authorised(request)

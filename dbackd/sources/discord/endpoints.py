@@ -8,6 +8,8 @@ process runs one gateway connection. It never logs the token.
 """
 from __future__ import annotations
 
+from typing import Any, Optional
+
 import aiohttp
 import yarl
 
@@ -27,6 +29,22 @@ class GatewayLookupFailed(Exception):
 
 async def gateway_url(api_base: str, token: str, timeout: float) -> str:
     """The gateway's wss:// (or, for a local fake, ws://) address, asked of Discord."""
+    return (await bot_gateway(api_base, token, timeout))[0]
+
+
+def starts_left(data: Any) -> Optional[tuple[int, int, float]]:
+    """`session_start_limit` of a /gateway/bot answer as (remaining, total, seconds to reset), if whole."""
+    limit = data.get("session_start_limit") if isinstance(data, dict) else None
+    if not isinstance(limit, dict):
+        return None
+    remaining, total, reset = limit.get("remaining"), limit.get("total"), limit.get("reset_after")
+    if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in (remaining, total, reset)):
+        return None
+    return remaining, total, reset / 1000
+
+
+async def bot_gateway(api_base: str, token: str, timeout: float) -> tuple[str, Optional[tuple[int, int, float]]]:
+    """The gateway's address and what is left of the bot's identify budget, asked of Discord."""
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout), trust_env=False) as http:
             async with http.get(f"{api_base}/gateway/bot", headers={"Authorization": f"Bot {token}"},
@@ -41,7 +59,7 @@ async def gateway_url(api_base: str, token: str, timeout: float) -> str:
     url = data.get("url") if isinstance(data, dict) else None
     if status != 200 or not isinstance(url, str) or not url.startswith(("wss://", "ws://")):
         raise GatewayLookupFailed(f"GET {api_base}/gateway/bot answered {status} without a gateway address", status)
-    return url
+    return url, starts_left(data)
 
 
 def point_at(api_base: str, gateway: str) -> None:

@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional
 import structlog
 
 from dbackd.sources.discord import records as r
-from dbackd.sources.discord.endpoints import GatewayLookupFailed, gateway_url, point_at
+from dbackd.sources.discord.endpoints import GatewayLookupFailed, bot_gateway, point_at
 from dbackd.sources.discord.mapping import color_of, status_of
 
 log = structlog.get_logger("dbackd.discord")
@@ -27,6 +27,7 @@ IDENTIFY_DELAY = 5.0  # seconds before a new IDENTIFY after the first (Discord a
 GUILD_READY_TIMEOUT = 2.0  # discord.py's wait after the last GUILD_CREATE before it is ready
 SNAPSHOT_PART = 1000  # members per GuildSnapshot record
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 60.0  # seconds between attempts while Discord cannot be reached
+STARTS_KEPT = 2  # session starts of the daily budget never used: a token reset costs more than a wait
 
 Post = Callable[[r.Record], None]
 
@@ -218,13 +219,23 @@ class Gateway:
         import discord
 
         try:
-            url = await gateway_url(self.api_base, self._token, self.timeout)
+            url, starts = await bot_gateway(self.api_base, self._token, self.timeout)
         except GatewayLookupFailed as exc:
             if exc.status in (401, 403):
                 return self._fail("token", "Discord refused the bot token (check DISCORD_BOT_TOKEN, or the "
                                            "token of Bot → Reset Token in the Developer Portal)")
             self._post(r.Disconnected(str(exc)))
             return "retry"
+        if starts is not None and starts[0] <= STARTS_KEPT:
+            # Identifying past the budget makes Discord reset the bot's token: wait for the reset.
+            remaining, total, reset = starts
+            self._post(r.Disconnected(f"the identify budget is spent ({remaining} of {total} session starts left): "
+                                      f"not connecting until Discord resets it in {round(reset)} s"))
+            try:
+                await asyncio.wait_for(self._stop.wait(), reset + 1)
+                return "stopped"
+            except asyncio.TimeoutError:
+                return "retry"
         point_at(self.api_base, url)
         client = _client_class(self._identify_delay)(self._post, intents=self.wants.intents(),
                                                      chunk_guilds_at_startup=True, max_messages=None,

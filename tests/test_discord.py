@@ -57,7 +57,8 @@ def add_home(fake: FakeDiscord, name: str = "Home") -> None:
     )
 
 
-def config(fake: FakeDiscord, server: str = "", top: str = "", token: str = TOKEN):
+def config(fake: FakeDiscord, server: str = "", top: str = "", token: str = TOKEN, guild: str = HOME,
+           server_id: str = "home"):
     text = f"""
 discord:
   bot_token: ${{DISCORD_BOT_TOKEN}}
@@ -65,8 +66,8 @@ discord:
 {top}
 servers:
   - {{snowflake: "1", id: local, name: Local, default: true, users: [{{uid: "11", username: x}}]}}
-  - id: home
-    snowflake: "{HOME}"
+  - id: {server_id}
+    snowflake: "{guild}"
     source: discord
 {server}
 """

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from .fakes.discord import FakeDiscord
-from .test_discord import TOKEN, quick_gateway, until, users  # noqa: F401
+from .test_discord import TOKEN, config, quick_gateway, until, users  # noqa: F401
 
 discord = pytest.importorskip("discord", minversion="2.4")
 
@@ -21,21 +21,7 @@ async def huge():
 
 
 def _config(fake: FakeDiscord, server: str = ""):
-    from dbackd.config import load_text
-
-    from .conftest import ROOT
-    text = f"""
-discord:
-  bot_token: ${{DISCORD_BOT_TOKEN}}
-  api_base: {fake.api_base}
-servers:
-  - {{snowflake: "1", id: local, name: Local, default: true, users: [{{uid: "11", username: x}}]}}
-  - id: big
-    snowflake: "{HUGE}"
-    source: discord
-{server}
-"""
-    return load_text(text, "t.yaml", ROOT, {"DISCORD_BOT_TOKEN": TOKEN})
+    return config(fake, server, guild=HUGE, server_id="big")
 
 
 async def test_a_guild_past_the_75k_rule_shows_who_is_online(huge, start_daemon):
@@ -63,7 +49,7 @@ async def test_max_actors_past_the_75k_rule_picks_the_online(huge, start_daemon)
 
 
 async def test_a_guild_that_arrives_after_ready_is_loading_not_missing(start_daemon, http, capsys):
-    from .test_discord import HOME, add_home, config, health_until
+    from .test_discord import HOME, add_home, health_until
 
     async with FakeDiscord(token=TOKEN, heartbeat_interval=5.0) as fake:
         add_home(fake)
@@ -80,7 +66,7 @@ async def test_a_guild_that_arrives_after_ready_is_loading_not_missing(start_dae
 
 
 async def test_the_shards_gateway_bot_recommends_are_used(start_daemon):
-    from .test_discord import HOME, add_home, config, health_until
+    from .test_discord import HOME, add_home, health_until
 
     async with FakeDiscord(token=TOKEN, heartbeat_interval=5.0, recommended_shards=2) as fake:
         add_home(fake)
@@ -92,7 +78,7 @@ async def test_the_shards_gateway_bot_recommends_are_used(start_daemon):
 
 
 async def test_sharding_required_is_said_plainly_and_the_next_connection_shards(start_daemon):
-    from .test_discord import HOME, add_home, config, health_until
+    from .test_discord import HOME, add_home, health_until
 
     async with FakeDiscord(token=TOKEN, heartbeat_interval=5.0, guilds_per_shard=1) as fake:
         add_home(fake)
@@ -106,7 +92,7 @@ async def test_sharding_required_is_said_plainly_and_the_next_connection_shards(
 
 
 async def test_a_spent_identify_budget_is_never_used_up(start_daemon):
-    from .test_discord import add_home, config, health_until
+    from .test_discord import add_home, health_until
 
     async with FakeDiscord(token=TOKEN, heartbeat_interval=5.0, session_starts_left=2) as fake:
         add_home(fake)

@@ -7,7 +7,8 @@ import json
 import pytest
 from jsonschema import Draft202012Validator
 
-from dbackd.config import ConfigError, embedded_text, load_data, load_file, load_text, schema
+from dbackd.config import ConfigError, Limits, embedded_text, load_data, load_file, load_text, schema
+from dbackd.config.model import build_limits
 
 from .conftest import ROOT
 
@@ -67,6 +68,25 @@ def test_defaults_come_from_the_schema():
     assert (user.status, user.role_color) == ("idle", "#aabbcc")
     bare = load('servers: [{snowflake: "1", id: a, name: A, users: [{uid: "2", username: b}]}]')
     assert (bare.servers[0].users[0].status, bare.servers[0].users[0].role_color) == ("online", "#ffffff")
+
+
+def test_every_limits_key_of_the_schema_reaches_the_model():
+    keys = schema()["properties"]["limits"]["properties"]
+    given = {}
+    for key, spec in keys.items():  # a value unlike the default, in the form the schema takes
+        given[key] = spec["default"] + 7 if spec.get("type") in ("integer", "number") else f"{spec['default'] + 7}s"
+    limits = load(GOOD + "limits: " + json.dumps(given) + "\n").limits
+    assert {key: getattr(limits, key) for key in keys} == {key: float(str(v).rstrip("s")) for key, v in given.items()}
+
+
+def test_a_new_limits_field_is_read_without_another_list():
+    extended = dataclasses.make_dataclass("Extended", [("new_count", int, 1), ("new_wait", float, 1.0)],
+                                          bases=(Limits,), frozen=True)
+    block = {"new_count": 5, "new_wait": "2m", "frames_per_second": 3}
+    read = build_limits(block, extended)
+    assert (read.new_count, read.new_wait, read.frames_per_second) == (5, 120.0, 3.0)
+    with pytest.raises(TypeError, match="unheard_of"):
+        build_limits({"unheard_of": 1})
 
 
 def test_model_is_immutable():

@@ -276,6 +276,8 @@ class Logging:
 
 @dataclass(frozen=True)
 class Limits:
+    """The `limits` block. Read from its own fields (see `build_limits`): a key here is a key in the YAML."""
+
     max_message_bytes: int = 65536
     send_buffer_bytes: int = 1048576
     heartbeat: float = 30.0
@@ -393,9 +395,19 @@ def _oauth(data: Mapping[str, Any]) -> OAuth:
     )
 
 
-_COUNTS = ("max_message_bytes", "send_buffer_bytes", "frames_burst", "joins_burst", "max_connections",
-           "max_connections_per_address", "oauth_checks_per_address", "oauth_checks_per_minute")
-_DURATIONS = ("heartbeat", "handshake_timeout", "header_timeout", "body_timeout", "join_timeout")
+def build_limits(block: Mapping[str, Any], cls: type = Limits) -> Any:
+    """The `limits` block as the model: every key is one of `cls`'s fields, typed by it.
+
+    An int field takes the count as it is; a float field takes a number or a duration
+    ("30s"; the schema says which a key accepts). A key without a field is an error here,
+    never a value silently dropped.
+    """
+    types = {f.name: f.type for f in dataclasses.fields(cls)}
+    unknown = sorted(set(block) - set(types))
+    if unknown:
+        raise TypeError(f"limits keys without a field in {cls.__name__}: {', '.join(unknown)}")
+    return cls(**{key: int(value) if types[key] in (int, "int") else seconds(value) for key, value in block.items()})
+
 
 
 def build(data: Mapping[str, Any], base_dir: Path, file: Optional[str], notes: tuple[str, ...] = (),
@@ -416,7 +428,6 @@ def build(data: Mapping[str, Any], base_dir: Path, file: Optional[str], notes: t
         )
         for m in data["static"]
     )
-    lim = data["limits"]
     listen = data["listen"]
     tls = listen.get("tls")
     return Config(
@@ -429,12 +440,7 @@ def build(data: Mapping[str, Any], base_dir: Path, file: Optional[str], notes: t
         ),
         static=static,
         logging=Logging(**data["logging"]),
-        limits=Limits(
-            **{k: lim[k] for k in _COUNTS},
-            **{k: seconds(lim[k]) for k in _DURATIONS},
-            frames_per_second=float(lim["frames_per_second"]),
-            joins_per_second=float(lim["joins_per_second"]),
-        ),
+        limits=build_limits(data["limits"]),
         websocket=WebSocket(**data["websocket"]),
         metrics=MetricsEndpoint(**data["metrics"]),
         api=Api(

@@ -128,3 +128,16 @@ async def test_the_gateway_address_is_asked_and_discord_py_pointed_at_it(aiohttp
     finally:
         Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY = saved
     assert seen == ["Bot right", "Bot wrong"]
+
+
+def test_a_worker_that_keeps_ending_is_restarted_less_and_less_often():
+    from dbackd.sources.discord import gateway, process
+
+    delay, waits = gateway.BACKOFF_FIRST, []
+    for _ in range(10):  # each run ends two seconds after its start, records sent or not
+        wait, delay = process.next_restart(delay, ran_for=2.0)
+        waits.append(wait)
+    assert all(b > a for a, b in zip(waits[:5], waits[1:6]))  # doubling, jitter of ±20 % aside
+    assert gateway.BACKOFF_MAX * 0.8 <= waits[-1] <= gateway.BACKOFF_MAX * 1.2
+    wait, _ = process.next_restart(delay, ran_for=process.STEADY_RUN)  # a steady run: quick again
+    assert wait <= gateway.BACKOFF_FIRST * 1.2

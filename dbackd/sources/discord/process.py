@@ -26,7 +26,20 @@ from dbackd.sources.discord.records import Disconnected, Record, decode
 log = structlog.get_logger("dbackd.discord")
 
 STOP_TIMEOUT = 10.0  # seconds the worker gets to close its connection and end
+STEADY_RUN = 300.0  # seconds a worker must have run before its next restart is quick again
 LINE_LIMIT = 64 * 1024 * 1024  # the longest record line (a snapshot part of 1,000 members is ~0.2 MB)
+
+
+def next_restart(delay: float, ran_for: float) -> tuple[float, float]:
+    """(this wait, the next one) after a worker ended having run `ran_for` seconds.
+
+    Every start identifies, and identifies are a budget: a worker that ends soon after each
+    READY must be started less and less often, so only a steady run resets the delay, never
+    the records it sent.
+    """
+    if ran_for >= STEADY_RUN:
+        delay = gateway.BACKOFF_FIRST
+    return delay * random.uniform(0.8, 1.2), min(delay * 2, gateway.BACKOFF_MAX)
 
 
 class GatewayProcess:
@@ -64,7 +77,9 @@ class GatewayProcess:
 
     async def _supervise(self) -> None:
         delay = gateway.BACKOFF_FIRST
+        loop = asyncio.get_running_loop()
         while not self._stopping:
+            started = loop.time()
             proc = self._proc = await self._spawn()
             assert proc.stdout is not None
             while True:
@@ -82,14 +97,13 @@ class GatewayProcess:
                     log.error("discord.worker_bad_output")
                     continue
                 self._on_record(record)
-                delay = gateway.BACKOFF_FIRST
             code = await proc.wait()
             if self._stopping:
                 return
             log.error("discord.worker_ended", code=code)
             self._on_record(Disconnected("the gateway worker ended"))
-            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-            delay = min(delay * 2, gateway.BACKOFF_MAX)
+            wait, delay = next_restart(delay, loop.time() - started)
+            await asyncio.sleep(wait)
 
     def resync(self) -> None:
         self._command(b"resync")

@@ -100,3 +100,22 @@ async def test_a_spent_identify_budget_is_never_used_up(start_daemon):
         health = await health_until(d, lambda h: "identify budget" in (h["error"] or ""))
         assert "2 of 1000 session starts left" in health["error"] and health["state"] != "ready"
         assert fake.session_starts_left == 2 and not [f for f in fake.received if f.op == 2]
+
+
+async def test_an_outage_and_a_kick_are_problems_in_healthz(start_daemon):
+    from .test_discord import HOME, add_home, health_until
+
+    async with FakeDiscord(token=TOKEN, heartbeat_interval=5.0) as fake:
+        add_home(fake)
+        d = await start_daemon(config(fake))
+        await until(d, lambda: len(users(d, "home")) == 3)
+        assert d.health()["discord"]["problems"] == []
+        fake.guild_delete(HOME, unavailable=True)
+        health = await health_until(d, lambda h: h["servers"]["home"]["state"] == "unavailable")
+        assert health["problems"] == ["home: the guild is unavailable on Discord's side (an outage)"]
+        assert len(users(d, "home")) == 3  # an outage changes nobody
+        fake.guild_available(HOME)
+        await health_until(d, lambda h: h["servers"]["home"]["state"] == "ready" and not h["problems"])
+        fake.guild_delete(HOME)  # the bot was removed
+        health = await health_until(d, lambda h: h["servers"]["home"]["state"] == "missing")
+        assert health["problems"] == ["home: the bot is not in this guild"]

@@ -126,6 +126,9 @@ def _client_class(identify_delay: float) -> type:
         async def on_guild_join(self, guild: Any) -> None:
             await self.snapshot(guild)
 
+        async def on_guild_unavailable(self, guild: Any) -> None:
+            self.post(r.GuildUnavailable(str(guild.id)))
+
         async def on_guild_remove(self, guild: Any) -> None:
             self.post(r.GuildGone(str(guild.id)))
 

@@ -64,6 +64,14 @@ class GuildRenamed:
 
 
 @dataclass(frozen=True)
+class GuildUnavailable:
+    """The guild has an outage on Discord's side (GUILD_DELETE with `unavailable: true`): the bot is
+    still in it, and its GUILD_CREATE comes back when the outage ends."""
+
+    guild: str
+
+
+@dataclass(frozen=True)
 class GuildGone:
     """The bot left the guild, or the guild was deleted."""
 
@@ -103,12 +111,12 @@ class Failed:
 
 
 Record = Union[SessionStarting, GuildSnapshot, MembersChanged, MemberLeft, PresenceChanged, GuildRenamed, GuildGone,
-               MessageRec, Connected, Disconnected, Failed]
+               GuildUnavailable, MessageRec, Connected, Disconnected, Failed]
 
 
 _KINDS: dict[str, type] = {cls.__name__: cls for cls in (SessionStarting, GuildSnapshot, MembersChanged, MemberLeft,
-                                                         PresenceChanged, GuildRenamed, GuildGone, MessageRec,
-                                                         Connected, Disconnected, Failed)}
+                                                         PresenceChanged, GuildRenamed, GuildGone, GuildUnavailable,
+                                                         MessageRec, Connected, Disconnected, Failed)}
 _MEMBERS = {"GuildSnapshot", "MembersChanged"}
 
 

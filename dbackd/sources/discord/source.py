@@ -126,6 +126,7 @@ class DiscordSource:
         # Guilds the session's READY listed: the bot is in them even before each one's GUILD_CREATE
         # (which comes later, seconds later for a big guild).
         self.member_of: set[str] = set()
+        self.unavailable: set[str] = set()  # guilds in an outage on Discord's side (the world keeps them as they were)
         self._gateway: Optional[GatewayProcess] = None
         self._inbox: Optional[Inbox] = None
         self._wake = asyncio.Event()
@@ -266,12 +267,17 @@ class DiscordSource:
         elif isinstance(record, r.GuildRenamed):
             if record.guild in self.guilds:
                 self.guilds[record.guild].name = record.name
+        elif isinstance(record, r.GuildUnavailable):
+            self.unavailable.add(record.guild)
+            log.warning("discord.guild_unavailable", guild=record.guild)
         elif isinstance(record, r.GuildGone):
             guild = self.guilds.pop(record.guild, None)
             self.member_of.discard(record.guild)
+            self.unavailable.discard(record.guild)
             if guild is not None and record.guild in self.views:
                 await self._forget(record.guild, guild)
             log.info("discord.guild_gone", guild=record.guild)
+            self._check_missing()
         elif isinstance(record, r.SessionStarting):
             self._session_ready = False
             self._begin_bulk()
@@ -325,6 +331,7 @@ class DiscordSource:
             guild = self.guilds[record.guild] = Guild(record.name)
         if record.part == 0:
             guild.loading = set()
+            self.unavailable.discard(record.guild)
         if guild.loading is None:
             return  # a part without its beginning: a later snapshot brings the whole guild
         guild.name = record.name
@@ -469,11 +476,16 @@ class DiscordSource:
             view = self.views.get(s.snowflake)
             servers[s.id] = {"guild": s.snowflake, "seen": guild is not None,
                              "state": ("missing" if s.id in self.missing
+                                       else "unavailable" if s.snowflake in self.unavailable
                                        else "loading" if guild is None or guild.loading is not None else "ready"),
                              "members": len(guild.members) if guild else 0,
                              "shown": len(view.shown) if view else 0}
+        problems = [f"{server_id}: " + ("the bot is not in this guild" if s["state"] == "missing"
+                                        else "the guild is unavailable on Discord's side (an outage)")
+                    for server_id, s in servers.items() if s["state"] in ("missing", "unavailable")]
         return {"state": self.state, "since": self.since.isoformat(), "error": self.error,
-                "reconnects": self.reconnects, "dropped_records": self.dropped, "servers": servers}
+                "reconnects": self.reconnects, "dropped_records": self.dropped, "servers": servers,
+                "problems": problems}
 
     def collect(self) -> Iterator[Metric]:
         """Prometheus families, read at scrape time."""
@@ -490,12 +502,13 @@ class DiscordSource:
                                     labels=["server", "which"])
         guild_state = GaugeMetricFamily("dbackd_discord_guild_state",
                                         "1 for the state each discord server's guild is in: loading (listed by "
-                                        "READY, its members not all in yet), ready, or missing (the bot is not in it).",
+                                        "READY, its members not all in yet), ready, unavailable (an outage on "
+                                        "Discord's side) or missing (the bot is not in it).",
                                         labels=["server", "state"])
         for server_id, s in self.status()["servers"].items():
             members.add_metric([server_id, "guild"], s["members"])
             members.add_metric([server_id, "shown"], s["shown"])
-            for state in ("loading", "ready", "missing"):
+            for state in ("loading", "ready", "unavailable", "missing"):
                 guild_state.add_metric([server_id, state], 1 if s["state"] == state else 0)
         yield from (connected, reconnects, records, members, guild_state)
 

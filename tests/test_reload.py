@@ -394,3 +394,44 @@ async def test_a_deleted_config_file_shows_in_healthz_until_it_is_back(live, ope
     await c.assert_quiet()  # the running config stays
     editor.in_place(render(port=0))
     assert await d.reload() is True and d.health()["reload"]["ok"] is True
+
+
+def swap_link(link, target) -> None:
+    """Point `link` at `target` atomically, as `ln -s target tmp && mv -T tmp link` does."""
+    tmp = link.with_name(link.name + ".tmp")
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+
+
+async def test_a_config_swapped_by_symlink_is_followed(start_daemon, tmp_path):
+    (tmp_path / "v1.yaml").write_text(render(port=0, name="One"))
+    (tmp_path / "v2.yaml").write_text(render(port=0, name="Two"))
+    path = tmp_path / "dback.yaml"
+    os.symlink("v1.yaml", path)
+    d = await start_daemon(path)
+    swap_link(path, "v2.yaml")
+    await reloaded(d, 1)
+    assert d.config.servers[0].name == "Two" and d.health()["reload"]["ok"] is True
+
+
+async def test_the_kubernetes_configmap_layout_is_followed(start_daemon, tmp_path):
+    """dback.yaml -> ..data/dback.yaml, ..data -> ..<timestamp>/, and the kubelet swaps ..data."""
+    (tmp_path / "..2026_01").mkdir()
+    (tmp_path / "..2026_01" / "dback.yaml").write_text(render(port=0, name="One"))
+    os.symlink("..2026_01", tmp_path / "..data")
+    path = tmp_path / "dback.yaml"
+    os.symlink("..data/dback.yaml", path)
+    d = await start_daemon(path)
+    (tmp_path / "..2026_02").mkdir()
+    (tmp_path / "..2026_02" / "dback.yaml").write_text(render(port=0, name="Two"))
+    swap_link(tmp_path / "..data", "..2026_02")
+    for name in os.listdir(tmp_path / "..2026_01"):
+        os.unlink(tmp_path / "..2026_01" / name)
+    os.rmdir(tmp_path / "..2026_01")
+    await reloaded(d, 1)
+    assert d.config.servers[0].name == "Two" and d.health()["reload"]["ok"] is True
+    (tmp_path / "..2026_03").mkdir()  # and the next swap too: the watch follows the new target
+    (tmp_path / "..2026_03" / "dback.yaml").write_text(render(port=0, name="Three"))
+    swap_link(tmp_path / "..data", "..2026_03")
+    await reloaded(d, 2)
+    assert d.config.servers[0].name == "Three"

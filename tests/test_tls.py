@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import ssl
 import subprocess
@@ -96,3 +97,28 @@ def test_a_key_that_does_not_match_is_a_config_error(tls_dir, capsys):
     captured = capsys.readouterr()
     out = captured.out + captured.err
     assert "listen.tls: cannot use the certificate and key" in out and "BEGIN" not in out
+
+
+async def test_certbot_live_symlinks_renewed_are_followed(start_daemon, tmp_path):
+    """live/cert.pem -> ../archive/cert1.pem; a renewal writes cert2.pem and moves the links."""
+    archive, live = tmp_path / "archive", tmp_path / "live"
+    archive.mkdir()
+    live.mkdir()
+    make_cert(archive, "one")
+    for name, target in (("cert.pem", "../archive/one.pem"), ("key.pem", "../archive/one.key")):
+        os.symlink(target, live / name)
+    path = tmp_path / "dback.yaml"
+    path.write_text(config().replace("cert: cert.pem, key: key.pem", "cert: live/cert.pem, key: live/key.pem"))
+    d = await start_daemon(path)
+    make_cert(archive, "two")
+    for name, target in (("key.pem", "../archive/two.key"), ("cert.pem", "../archive/two.pem")):
+        tmp = live / (name + ".tmp")
+        os.symlink(target, tmp)
+        os.replace(tmp, live / name)
+    for _ in range(200):  # the reload that follows the links loads the new pair
+        if await peer_name(d.port, archive / "one.pem", archive / "two.pem") == "two":
+            break
+        await asyncio.sleep(0.02)
+    assert await peer_name(d.port, archive / "two.pem") == "two"
+    assert await d.reload() is True  # what SIGHUP does after a renewal
+    assert d.health()["restart_required"] == [] and d.health()["reload"]["ok"] is True

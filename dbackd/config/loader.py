@@ -20,6 +20,7 @@ from dbackd.config import schema as _schema
 from dbackd.config import simulation as _simulation
 from dbackd.config.environment import Environment
 from dbackd.config.errors import ConfigError, Problem
+from dbackd.config.paths import located
 from dbackd.config.model import DISCORD_OPTIONS, Config, Mount, build, effective_oauth, normalise_prefix
 from dbackd.config.source import Source, parse
 from dbackd.config.values import seconds
@@ -38,7 +39,7 @@ def load_file(path: str | os.PathLike, env: Optional[Mapping[str, str]] = None) 
         raise ConfigError([Problem(str(p), 1, 1, "", "no such file")]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([Problem(str(p), 1, 1, "", f"cannot read the file: {exc}")]) from None
-    return load_text(text, str(p), p.resolve().parent, env)
+    return load_text(text, str(p), located(Path.cwd(), p).parent, env)
 
 
 def embedded_text() -> str:
@@ -164,7 +165,7 @@ def _check_listen(source: Source, data: dict, base_dir: Path, problems: list[Pro
     tls = listen.get("tls")
     if not isinstance(tls, dict) or not isinstance(tls.get("cert"), str) or not isinstance(tls.get("key"), str):
         return
-    cert, key = (base_dir / tls["cert"]).resolve(), (base_dir / tls["key"]).resolve()
+    cert, key = located(base_dir, tls["cert"]), located(base_dir, tls["key"])
     source.included.update((cert, key))  # a reload follows them: a renewed certificate is picked up
     try:
         tls_context(cert, key)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from dbackd.config.generated import generated_users
+from dbackd.config.paths import located
 from dbackd.config.values import STATUSES, seconds, time_of_day
 
 
@@ -435,7 +436,7 @@ def build(data: Mapping[str, Any], base_dir: Path, file: Optional[str], notes: t
         listen=Listen(
             host=listen["host"],
             port=listen["port"],
-            tls=None if tls is None else Tls((base_dir / tls["cert"]).resolve(), (base_dir / tls["key"]).resolve()),
+            tls=None if tls is None else Tls(located(base_dir, tls["cert"]), located(base_dir, tls["key"])),
             trusted_proxies=tuple(ipaddress.ip_network(p, strict=False) for p in listen["trusted_proxies"]),
         ),
         static=static,

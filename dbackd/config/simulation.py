@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfoNotFoundError
 
 from dbackd.config import schema as _schema
 from dbackd.config.errors import Problem
+from dbackd.config.paths import located
 from dbackd.config.source import Source
 from dbackd.config.values import STATUSES, seconds, time_of_day, zone
 
@@ -158,7 +159,7 @@ def _check_block(source: Source, at: tuple, block: Optional[dict], base_dir: Pat
     if isinstance(messages, dict):
         corpus = messages.get("corpus")
         if isinstance(corpus, str) and corpus.startswith("file:"):
-            path = (base_dir / corpus[5:].strip()).resolve()
+            path = located(base_dir, corpus[5:].strip())
             source.included.add(path)  # a reload follows edits of it, even while it is missing
             lines = _read_corpus(path, lambda msg: problem(("messages", "corpus"), msg))
             if lines is not None:

@@ -20,6 +20,7 @@ from typing import Any, Mapping, Optional, Union
 import structlog
 
 from dbackd.config import EMBEDDED_NAME, Config, load_data, load_embedded, load_file, with_overrides
+from dbackd.config.paths import located
 from dbackd.config.diff import ConfigDiff, describe, diff
 from dbackd.core.bulk import bulk
 from dbackd.sources.providers import Checked, Provided, check, merge
@@ -79,7 +80,7 @@ class Declaration:
         """The config's file, if it came from one (not a dict, a model or the embedded default)."""
         if self.base.file in (None, EMBEDDED_NAME):
             return None
-        return Path(self.base.file).resolve()
+        return located(Path.cwd(), self.base.file)
 
     def sources(self) -> tuple[Path, ...]:
         """Every file the declaration was read from (what a reload follows)."""

@@ -89,7 +89,7 @@ class TlsContexts:
         self.world = world
         self.loaded: Optional[ssl.SSLContext] = None  # the newest context with the files' chain
         self._files: Optional[Tls] = None
-        self._stamp: Optional[tuple] = None  # (size, mtime) of the files last loaded
+        self._stamp: Optional[tuple] = None  # (device, inode, size, mtime) of the files last loaded
         self._front: Optional[ssl.SSLContext] = None
         self._tasks = TaskSet("tls")
         world.subscribe(self._on_event)
@@ -140,6 +140,7 @@ class TlsContexts:
 
 def _stamp(files: Tls) -> tuple:
     try:
-        return tuple((s.st_size, s.st_mtime_ns) for s in (os.stat(files.cert), os.stat(files.key)))
+        # os.stat follows the links: a certbot renewal moves live/ to new files, a new inode.
+        return tuple((s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns) for s in (os.stat(files.cert), os.stat(files.key)))
     except OSError:
         return ()

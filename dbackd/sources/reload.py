@@ -1,8 +1,10 @@
 """Hot reload: follow edits of the config file and hand the new declaration to the declaration.
 
 A source of world changes (through the declaration). Triggers are file changes
-(watchfiles, on the directories of every file the config was read from, so editors
-that save by rename or delete-and-recreate are followed) and explicit requests (SIGHUP,
+(watchfiles, on the directories of every file the config was read from and of every
+symlink on the way to it, so editors that save by rename or delete-and-recreate, a
+symlink swapped, a ConfigMap's `..data` and certbot's `live/` are followed: the path,
+never the file it named at start) and explicit requests (SIGHUP,
 `Daemon.reload()`); bursts are coalesced into one reload. The pipeline is read →
 schema → model (in a thread) → the declaration's move of the world; if anything fails
 the running config stays exactly as it was and nothing reaches clients. The file's
@@ -23,6 +25,7 @@ from watchfiles._rust_notify import RustNotify
 
 from dbackd.config import ConfigError
 from dbackd.config.diff import summary
+from dbackd.config.paths import directories, links
 from dbackd.core.declaration import Declaration
 from dbackd.core.lifecycle import Moments
 from dbackd.core.tasks import TaskSet
@@ -47,6 +50,7 @@ class _Watcher:
 
     def __init__(self, files: tuple[Path, ...], on_change) -> None:
         self.files = files
+        self.dirs: tuple[Path, ...] = ()  # where the files and their links lie, when started
         self.on_change = on_change
         self._stop = threading.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dbackd-watch")
@@ -54,15 +58,19 @@ class _Watcher:
         self._tasks = TaskSet("reload.watch")
 
     async def start(self) -> None:
-        dirs = sorted({str(f.parent) for f in self.files})
         polling = bool(os.environ.get("WATCHFILES_FORCE_POLLING"))
         loop = asyncio.get_running_loop()
+        self.dirs = await loop.run_in_executor(self._executor, directories, self.files)
+        dirs = [str(d) for d in self.dirs if d.is_dir()]  # a link's missing target: its parent is watched
         self._notify = await loop.run_in_executor(self._executor, RustNotify, dirs, False, polling, 300, False, False)
         self._tasks.spawn(self._run(loop), name="dbackd-watch")
         log.info("reload.watching", files=sorted(str(f) for f in self.files))
 
+    def _targets(self) -> set[str]:
+        return {str(p) for f in self.files for p in links(f)}
+
     async def _run(self, loop: asyncio.AbstractEventLoop) -> None:
-        targets = {str(f) for f in self.files}
+        targets = await loop.run_in_executor(self._executor, self._targets)
         assert self._notify is not None
         while True:
             changes = await loop.run_in_executor(self._executor, self._notify.watch, MAX_BATCH_MS, STEP_MS,
@@ -70,6 +78,8 @@ class _Watcher:
             if changes == "stop":
                 return
             if isinstance(changes, set):
+                # A link moved since the last batch names other files: what it names now counts.
+                targets |= await loop.run_in_executor(self._executor, self._targets)
                 paths = sorted({p for _, p in changes if p in targets})
                 if paths:
                     log.debug("reload.changed", paths=paths)
@@ -171,9 +181,15 @@ class Reloader:
         self.last_error = None
         log.info("reload.applied", config=file, **summary(lines))
         self.moments.reload_finished(True, None)
-        if self.watch and declaration.sources() != self.watching:
-            await self._follow(declaration.sources())  # the config now reads other files (a corpus, say)
+        if self.watch and await self._moved():
+            await self._follow(declaration.sources())  # other files (a corpus), or a link now points elsewhere
         return await self._finish(True)
+
+    async def _moved(self) -> bool:
+        sources = self.declaration.sources()
+        if self._watcher is None or sources != self.watching:
+            return True
+        return await asyncio.to_thread(directories, sources) != self._watcher.dirs
 
     async def _finish(self, ok: bool) -> bool:
         self.attempts += 1

@@ -177,6 +177,7 @@ def simulate(args: argparse.Namespace) -> int:
     """Run the config's simulation in virtual time; events to stdout, the summary to stderr."""
     import time
 
+    from dbackd.fanout.protocol import for_event
     from dbackd.sources.simulation.offline import Run
 
     try:
@@ -196,7 +197,7 @@ def simulate(args: argparse.Namespace) -> int:
     run = Run(config, seconds=args.seconds, start=args.start if args.start is not None else time.time(),
               seed=args.seed, only=only)
     if not args.summary_only:
-        run.stream_to(sys.stdout)
+        run.stream_to(sys.stdout, for_event)
     run.run()
     try:
         sys.stdout.flush()

@@ -88,8 +88,8 @@ class Daemon:
         self.access = Access(self.callbacks.login_verifier(self.oauth.verify), self.peers)
         self.sockets = SocketEndpoint(self.world, self.hub, self.access, self.callbacks, self.metrics, self.peers)
         # The sources of world change.
-        self.host_api = HostApi(self.world, self.hub, self.callbacks, self.declaration)
-        self.http_api = HttpApi(self.world, self.hub)
+        self.host_api = HostApi(self.world, self.hub.count, self.callbacks, self.declaration)
+        self.http_api = HttpApi(self.world, self.hub.count)
         self.reloader = Reloader(self.declaration, self.moments, watch=watch)
         self.simulation = SimulationService(self.world, clock)
         self.discord = DiscordSource(self.world, self.declaration)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import pytest
 
-from dbackd.fanout import protocol
 from dbackd.config import load_text
 from dbackd.config.diff import diff
 from dbackd.core.events import (ClientIdChanged, ConfigReplaced, MessageSent, PresenceChanged, ServerClosed,
@@ -75,29 +74,6 @@ def test_a_broken_subscriber_does_not_keep_the_event_from_the_others():
     seen = recorded(w)
     w.say("a", "11", "hi", "c")
     assert seen == [MessageSent("1", "11", "hi", "c")]
-
-
-def test_the_join_map_is_cached_and_follows_changes():
-    w = world()
-    state = w.servers["1"]
-    first = state.users_json()
-    assert state.users_json() is first
-    assert protocol.jsontext.parse(first) == {u.uid: u.entry() for u in state.users.values()}
-    w.set_presence("a", "12", "dnd")
-    second = state.users_json()
-    assert second is not first and protocol.jsontext.parse(second)["12"]["status"] == "dnd"
-    assert list(protocol.jsontext.parse(second)) == ["11", "12"]  # the world's order
-
-
-def test_pending_join_fragments_encode_in_slices():
-    w = world()
-    for i in range(25):
-        w.set_presence("a", f"3{i:02d}", "online", f"guest{i}")
-    state = w.servers["1"]
-    assert state.encode_pending(10) == 17  # 2 declared + 25 new, 10 done
-    assert state.encode_pending(10) == 7
-    assert state.encode_pending() == 0
-    assert len(protocol.jsontext.parse(state.users_json())) == 27
 
 
 CHANGED = """

@@ -1,15 +1,15 @@
 """Plain copies of the world as it is now, for the Python and HTTP APIs (changing them changes nothing).
 
-Reads the world and the hub's member counts; never changes either.
+Reads the world and a count of the sockets joined to each server (given by the caller); changes nothing.
 """
 from __future__ import annotations
 
-from typing import TypedDict, Union
+from typing import Callable, TypedDict, Union
 
-from dbackd.fanout.hub import Hub
 from dbackd.core.world import World
 
 Ref = Union[str, int]
+Counts = Callable[[str], int]  # a server's snowflake -> how many sockets are joined to it
 
 
 class ServerSnapshot(TypedDict):
@@ -39,10 +39,10 @@ def text(value: Ref) -> str:
     return str(value) if isinstance(value, int) and not isinstance(value, bool) else value  # type: ignore[return-value]
 
 
-def servers(world: World, hub: Hub) -> list[ServerSnapshot]:
+def servers(world: World, counts: Counts) -> list[ServerSnapshot]:
     """Every server as it is now, in declaration order."""
     return [ServerSnapshot(snowflake=s.snowflake, id=s.info.id, name=s.info.name, default=s.info.default,
-                           passworded=s.info.passworded, users=len(s.users), clients=hub.count(s.snowflake))
+                           passworded=s.info.passworded, users=len(s.users), clients=counts(s.snowflake))
             for s in world]
 
 

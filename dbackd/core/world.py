@@ -17,7 +17,6 @@ from typing import Callable, Iterator, Optional, Protocol
 
 import structlog
 
-from dbackd.fanout import protocol
 from dbackd.config import STATUSES, Config, Server
 from dbackd.config.diff import ConfigDiff, diff
 from dbackd.core.events import (ClientIdChanged, ConfigReplaced, Event, MessageSent, PresenceChanged, ServerClosed,
@@ -71,9 +70,6 @@ class UserState:
     status: str
     role_color: str
 
-    def entry(self) -> dict:
-        return protocol.user_entry(self.uid, self.username, self.status, self.role_color)
-
 
 class ServerState:
     """One server's declaration plus its live members."""
@@ -84,9 +80,6 @@ class ServerState:
         self.info = info
         self.users: dict[str, UserState] = {}
         self.client_id: Optional[str] = info.oauth.client_id  # update-clientid may change it later
-        self._users_json: Optional[bytes] = None
-        self._fragments: dict[str, bytes] = {}  # uid -> encoded '"uid":{...}', kept across changes
-        self._stale: set[str] = set()  # uids whose fragment must be encoded (again)
         self._declared: tuple[Optional[Server], frozenset[str]] = (None, frozenset())
         if populate:
             for u in info.users:
@@ -97,40 +90,11 @@ class ServerState:
         return self.info.snowflake
 
     def put(self, user: UserState) -> None:
-        """Store a new or changed user; its join fragment is encoded when a join next needs it."""
+        """Store a new or changed user."""
         self.users[user.uid] = user
-        self._stale.add(user.uid)
-        self._users_json = None
 
     def drop(self, uid: str) -> None:
-        if self.users.pop(uid, None) is not None:
-            self._fragments.pop(uid, None)
-            self._stale.discard(uid)
-            self._users_json = None
-
-    def encode_pending(self, limit: Optional[int] = None) -> int:
-        """Encode the join fragments of up to `limit` changed users (None: all); returns how many
-        are still waiting. A session joining a big server calls it in slices before the join,
-        so a join after 100,000 changes never encodes them all in one loop turn."""
-        stale, fragments, users = self._stale, self._fragments, self.users
-        n = len(stale) if limit is None else min(limit, len(stale))
-        for _ in range(n):
-            uid = stale.pop()
-            fragments[uid] = protocol.encode({uid: users[uid].entry()})[1:-1]
-        return len(stale)
-
-    def users_json(self) -> bytes:
-        """The encoded users map for server-join.
-
-        Cached; after a change only the changed users are re-encoded and the rest
-        joined from cached fragments, so a big server's join stays cheap even while its
-        statuses keep moving (5,000 users: ~0.3 ms instead of ~6 ms).
-        """
-        if self._users_json is None:
-            self.encode_pending()
-            fragments = self._fragments
-            self._users_json = b"{" + b",".join([fragments[uid] for uid in self.users]) + b"}"
-        return self._users_json
+        self.users.pop(uid, None)
 
     def declared(self, uid: str) -> bool:
         """True for a user the declaration (config, providers) names; False for a runtime user."""

@@ -128,7 +128,7 @@ class Session:
                 return
             if self.callbacks.has("on_get_client_id"):
                 await self.callbacks.ask_client_id(state)
-            while state.encode_pending(ENCODE_PER_TURN):  # a big server's changed users, a slice per loop turn
+            while self.hub.joins.encode_pending(state, ENCODE_PER_TURN):  # a big server's changed users, a slice per loop turn
                 await asyncio.sleep(0)
             # The checks may have awaited: the id may name another server now, or its rules changed.
             current = world.resolve(request.server)

@@ -20,6 +20,7 @@ import structlog
 
 from dbackd.fanout import protocol
 from dbackd.core.events import ConfigReplaced, Event, PresenceChanged, ServerClosed, ServerListChanged
+from dbackd.fanout.joins import Joins
 from dbackd.fanout.protocol import Outgoing
 from dbackd.core.tasks import cancel_and_wait
 from dbackd.fanout.wire import CLOSE_GRACE, Wire
@@ -75,6 +76,7 @@ class _Batch:
 class Hub:
     def __init__(self, world: World):
         self.world = world
+        self.joins = Joins(world)  # the join frames, kept current from the same events
         self.limits = world.config.limits
         self.connections: set[Connection] = set()
         self.members: dict[str, set[Connection]] = {}
@@ -112,7 +114,7 @@ class Hub:
         if not conn.open:
             return
         conn.authenticated = state.snowflake if authenticated else None
-        self.send(conn, protocol.server_join(state.users_json(), request_server, state.info.name, state.client_id))
+        self.send(conn, self.joins.frame(state, request_server))
         conn.server = state.snowflake
         self.members.setdefault(state.snowflake, set()).add(conn)
 
@@ -151,7 +153,7 @@ class Hub:
         user = None
         if isinstance(event, PresenceChanged) and event.renamed:
             live = self.world.servers[server].users.get(event.uid)
-            user = live.entry() if live is not None else None
+            user = protocol.entry(live) if live is not None else None
         for message in protocol.frames_for(event, user):
             self.broadcast(server, Outgoing.of(message))
 

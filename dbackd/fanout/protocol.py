@@ -89,7 +89,7 @@ def error(message: str) -> dict:
 
 
 def server_join(users_json: bytes, request_server: str, server_name: str, client_id: Optional[str]) -> Outgoing:
-    """server-join around a users map that is already encoded (cached by the world)."""
+    """server-join around a users map that is already encoded (kept by joins.py)."""
     tail: dict[str, Any] = {"request": {"server": request_server}, "serverName": server_name}
     if client_id:
         tail["clientId"] = client_id
@@ -100,6 +100,11 @@ def server_join(users_json: bytes, request_server: str, server_name: str, client
 
 def user_entry(uid: str, username: str, status: str, role_color: str) -> dict:
     return {"uid": uid, "username": username, "status": status, "roleColor": role_color}
+
+
+def entry(user: Any) -> dict:
+    """A live user (core/world.py's UserState) as the frontend's users map holds it."""
+    return user_entry(user.uid, user.username, user.status, user.role_color)
 
 
 def frames_for(event: Any, user: Optional[dict] = None) -> list[dict]:

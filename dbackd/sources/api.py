@@ -27,7 +27,6 @@ from dbackd.sources.apischema import InvalidRequest
 from dbackd.edge.bodies import TooLarge, TooSlow, read_limited
 from dbackd.config import Api
 from dbackd.core.events import PresenceChanged
-from dbackd.fanout.hub import Hub
 from dbackd.core.rates import RateLimiter
 from dbackd.core.world import DeclaredUser, Unavailable, UnknownServer, UnknownUser, World
 
@@ -55,9 +54,9 @@ class HttpApi:
     """The API as a sub-application mounted at /api/: aiohttp's router finds the endpoint, a
     middleware turns the API off and on with the config, authenticates and rate-limits."""
 
-    def __init__(self, world: World, hub: Hub, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, world: World, counts: snapshots.Counts, clock: Callable[[], float] = time.monotonic):
         self.world = world
-        self.hub = hub
+        self.counts = counts  # sockets joined per server (the hub's)
         self.limiter = RateLimiter(clock)
         self._settings: Optional[Api] = None
         self._digests: tuple[tuple[bytes, bytes], ...] = ()
@@ -166,7 +165,7 @@ class HttpApi:
         return web.json_response(apischema.openapi(__version__))
 
     async def list_servers(self, request: web.Request) -> web.Response:
-        return web.json_response({"servers": snapshots.servers(self.world, self.hub)})
+        return web.json_response({"servers": snapshots.servers(self.world, self.counts)})
 
     async def list_users(self, request: web.Request) -> web.Response:
         state = self.world.get(request.match_info["server"])

@@ -21,7 +21,6 @@ from dbackd.sources.callbacks import CallbackFailed, Callbacks
 from dbackd.config import ConfigError
 from dbackd.config.diff import summary
 from dbackd.core.declaration import Declaration
-from dbackd.fanout.hub import Hub
 from dbackd.core.snapshots import Ref, ServerSnapshot, UserSnapshot, text
 from dbackd.core.world import World
 
@@ -41,9 +40,9 @@ JoinHook = TypeVar("JoinHook", bound=Callable[[str], Awaitable[Any]])
 class HostApi:
     """Broadcasting, reading the world, and callbacks."""
 
-    def __init__(self, world: World, hub: Hub, callbacks: Callbacks, declaration: Declaration):
+    def __init__(self, world: World, counts: snapshots.Counts, callbacks: Callbacks, declaration: Declaration):
         self.world = world
-        self.hub = hub
+        self.counts = counts  # sockets joined per server (the hub's)
         self.callbacks = callbacks
         self.declaration = declaration
 
@@ -101,7 +100,7 @@ class HostApi:
     # -- reading the world -----------------------------------------------------------
     def servers(self) -> list[ServerSnapshot]:
         """Every server as it is now, in declaration order."""
-        return snapshots.servers(self.world, self.hub)
+        return snapshots.servers(self.world, self.counts)
 
     def users(self, server: Ref) -> list[UserSnapshot]:
         """Every user of a server as it is now. Raises UnknownServer."""

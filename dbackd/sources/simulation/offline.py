@@ -2,14 +2,14 @@
 
 Events go to an output stream as JSON lines (with their simulated time `t`); the
 per-server summary comes back as text. A closed output (`| head`) ends the run early.
+How an event reads as a message is given by the caller (the CLI gives the wire's shape).
 """
 from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
-from typing import Any, Optional, TextIO
+from typing import Any, Callable, Optional, TextIO
 
-from dbackd.fanout import protocol
 from dbackd.config import Config
 from dbackd.core.world import World
 from dbackd.sources.simulation.engine import Engine
@@ -29,10 +29,10 @@ class Run:
         self.tally = Tally(self.world, lambda: self.engine.now)
         self.closed = False  # the output went away
 
-    def stream_to(self, out: TextIO) -> None:
-        """Write each event as it is applied."""
+    def stream_to(self, out: TextIO, describe: Callable[[Any], Optional[dict]]) -> None:
+        """Write each event as it is applied, as `describe` reads it (None: not written)."""
         def emit(event: object) -> None:
-            message = protocol.for_event(event)
+            message = describe(event)
             if message is not None and not self.closed:
                 try:
                     out.write(json.dumps({"t": round(self.engine.now, 3), **message}, ensure_ascii=False) + "\n")

@@ -187,3 +187,14 @@ def test_yaml_aliases_are_refused_at_their_place():
     with pytest.raises(ConfigError) as info:
         load_text(bomb, "t.yaml", ROOT)
     assert str(info.value) == "t.yaml:2:8: invalid YAML: aliases (*a) are not supported: write the value out"
+
+
+def test_socket_origins_are_origins_and_only_for_the_builtin_page(tmp_path):
+    found = problems("""
+servers: [{snowflake: "1", id: a, name: A}]
+static:
+  - {path: /, builtin: true, sockets: ["wss://dzone.example.com/ws"]}
+  - {path: /files, dir: "%s", sockets: ["wss://dzone.example.com"]}
+""" % tmp_path)
+    assert any("static[0].sockets[0]" in p and "without a path" in p for p in found), found
+    assert any("static[1].sockets" in p and "only the built-in page" in p for p in found), found

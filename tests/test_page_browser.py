@@ -35,7 +35,7 @@ ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
-CSP = ("default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; style-src 'self'; "
+CSP = ("default-src 'self'; connect-src 'self'{}; img-src 'self' data:; style-src 'self'; "
        "script-src 'self'; base-uri 'none'; frame-ancestors 'none'")
 ARTIFACTS = ROOT / "tests" / "artifacts"
 WAIT = 10_000  # ms: an upper bound for something that must happen, never a pause
@@ -81,9 +81,10 @@ class Tab:
         self.problems: list[str] = []
         self.allowed: list[str] = []  # console errors a test expects (e.g. a refused socket)
 
-    async def open(self, base: str, query: str = "") -> None:
+    async def open(self, base: str, query: str = "", sockets: str = "") -> None:
+        """Open the page; `sockets`: the other socket origins its policy must allow (" ws://…")."""
         response = await self.page.goto(base.rstrip("/") + "/" + query)
-        assert response is not None and response.headers.get("content-security-policy") == CSP
+        assert response is not None and response.headers.get("content-security-policy") == CSP.format(sockets)
         # Proof that the policy is in force: an inline script does not run (and is reported).
         probe = "Executing inline script violates"
         self.allowed.append(probe)
@@ -322,15 +323,47 @@ servers:
     await expect_users(page, d.users("club"))
 
 
-async def test_socket_url_parameter_points_elsewhere(start_daemon, tab):
-    here = await start_daemon(text='servers: [{snowflake: "1", id: here, name: Here, users: [{uid: "1", username: a}]}]')
+async def test_socket_url_parameter_points_at_a_listed_daemon(start_daemon, tab):
     there = await start_daemon(text='servers: [{snowflake: "2", id: there, name: There, '
                                     'users: [{uid: "2", username: b}, {uid: "3", username: c}]}]')
-    await tab.open(base(here), f"?socketURL=ws://127.0.0.1:{there.port}/ws")
+    here = await start_daemon(text=f"""
+servers: [{{snowflake: "1", id: here, name: Here, users: [{{uid: "1", username: a}}]}}]
+static: [{{path: /, builtin: true, sockets: ["ws://127.0.0.1:{there.port}"]}}]
+""")
+    await tab.open(base(here), f"?socketURL=ws://127.0.0.1:{there.port}/ws", sockets=f" ws://127.0.0.1:{there.port}")
     page = tab.page
     await wait_live(page, "there")
     await expect(page.locator("#people li")).to_have_count(2, timeout=WAIT)
     await expect(page.locator("#socket-hint")).to_have_text(f"?socketURL=ws://127.0.0.1:{there.port}/ws")
+
+
+async def test_socket_url_parameter_pointing_at_an_unlisted_socket_is_refused_without_a_login(start_daemon, tab):
+    # Another daemon stands in for an attacker's: a private server there would make the page ask
+    # for a login on this daemon's origin and send the token to it.
+    there = await start_daemon(text="""
+servers:
+  - {snowflake: "1", id: open, name: Open, default: true, users: [{uid: "11", username: alice}]}
+  - {snowflake: "2", id: club, name: The Club, passworded: true, password: hunter2, users: []}
+""")
+    here = await start_daemon(text='servers: [{snowflake: "1", id: here, name: Here, users: [{uid: "1", username: a}]}]')
+    await tab.open(base(here), f"?socketURL=ws://127.0.0.1:{there.port}/ws&s=club")
+    page = tab.page
+    await expect(page.locator("#banner-text")).to_have_text(
+        f"This page connects only to its own daemon and to the addresses its operator allows; "
+        f"ws://127.0.0.1:{there.port}/ws is not one of them. It did not connect there and asks for no login.",
+        timeout=WAIT)
+    await expect(page.locator("#conn")).to_have_attribute("data-state", "failed")
+    await expect(page.locator("#login")).to_be_hidden()
+    assert there.health()["connections"] == 0
+    # the browser itself refuses such a socket too, whatever a script on the page tried
+    tab.allowed.append(f"Connecting to 'ws://127.0.0.1:{there.port}/ws' violates")
+    blocked = await page.evaluate(f"""() => new Promise((done) => {{
+      document.addEventListener("securitypolicyviolation", (e) => done(e.blockedURI), {{once: true}});
+      try {{ new WebSocket("ws://127.0.0.1:{there.port}/ws"); }} catch (err) {{ done("thrown " + err.name); }}
+    }})""")
+    assert blocked in (f"ws://127.0.0.1:{there.port}/ws", "thrown SecurityError"), blocked
+    await page.evaluate("() => { window.__cspViolations.length = 0; }")
+    assert there.health()["connections"] == 0
 
 
 def free_port() -> int:

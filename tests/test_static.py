@@ -104,6 +104,23 @@ async def test_builtin_page(start_daemon, http):
         assert "dbackd" in await r.text()
 
 
+async def test_builtin_page_lists_only_the_socket_origins_of_its_mount(start_daemon, http):
+    d = await start_daemon(text="""
+servers: [{snowflake: "1", id: a, name: A}]
+static:
+  - {path: /, builtin: true}
+  - {path: /wall, builtin: true, sockets: ["wss://Dzone.Example.com:443", "ws://127.0.0.1:4000"]}
+""")
+    async with http.get(f"http://127.0.0.1:{d.port}/sockets.json") as r:
+        assert await r.json() == {"sockets": []}
+        assert "connect-src 'self';" in r.headers["Content-Security-Policy"]
+    async with http.get(f"http://127.0.0.1:{d.port}/wall/sockets.json") as r:
+        assert await r.json() == {"sockets": ["wss://dzone.example.com", "ws://127.0.0.1:4000"]}
+    async with http.get(f"http://127.0.0.1:{d.port}/wall/") as r:
+        csp = r.headers["Content-Security-Policy"]
+        assert "connect-src 'self' wss://dzone.example.com ws://127.0.0.1:4000;" in csp, csp
+
+
 async def test_version_and_health(start_daemon, http):
     from dbackd import __version__
 

@@ -149,6 +149,9 @@ def _check_rules(source: Source, base_dir: Path) -> tuple[list[Problem], list[st
             d = (base_dir / m["dir"]).resolve()
             if not d.is_dir():
                 problems.append(source.problem(("static", i, "dir"), f"not a directory: {d}"))
+            if m.get("sockets"):
+                problems.append(source.problem(("static", i, "sockets"),
+                                               "only the built-in page reads `sockets`: a directory's page sets its own"))
     return problems, notes
 
 

@@ -232,6 +232,7 @@ class Mount:
     path: str  # normalised: "/" or "/prefix" without trailing slash
     dir: Optional[Path]  # None for the built-in page
     index: str = "index.html"
+    sockets: tuple[str, ...] = ()  # other daemons' socket origins the built-in page may use, as browsers write them
 
     @property
     def ws_path(self) -> str:
@@ -396,6 +397,15 @@ def _oauth(data: Mapping[str, Any]) -> OAuth:
     )
 
 
+def socket_origin(text: str) -> str:
+    """A socket origin as a browser's `URL.origin` writes it: lower case, no default port."""
+    origin = text.lower().rstrip("/")
+    for scheme, port in (("ws://", ":80"), ("wss://", ":443")):
+        if origin.startswith(scheme) and origin.endswith(port):
+            return origin[:-len(port)]
+    return origin
+
+
 def build_limits(block: Mapping[str, Any], cls: type = Limits) -> Any:
     """The `limits` block as the model: every key is one of `cls`'s fields, typed by it.
 
@@ -426,6 +436,7 @@ def build(data: Mapping[str, Any], base_dir: Path, file: Optional[str], notes: t
             path=normalise_prefix(m["path"]),
             dir=None if m.get("builtin") else (base_dir / m["dir"]).resolve(),
             index=m["index"],
+            sockets=tuple(socket_origin(o) for o in m.get("sockets", ())),
         )
         for m in data["static"]
     )

@@ -17,6 +17,7 @@ from typing import Any, Awaitable, Callable, Optional
 import structlog
 from aiohttp import WSCloseCode, web
 
+from dbackd.config import Mount
 from dbackd.edge import static
 from dbackd.sources.api import HttpApi
 from dbackd.sources.callbacks import Callbacks
@@ -28,13 +29,20 @@ from dbackd.core.world import World
 
 log = structlog.get_logger("dbackd.web")
 
-# The built-in page runs no inline script or style and talks only to its own origin.
-BUILTIN_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
-                               "style-src 'self'; script-src 'self'; base-uri 'none'; frame-ancestors 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-}
+# The built-in page runs no inline script or style and talks only to its own daemon and to the
+# socket origins its mount lists: a login typed on it can reach no other site.
+CSP = ("default-src 'self'; connect-src 'self'{sockets}; img-src 'self' data:; style-src 'self'; "
+       "script-src 'self'; base-uri 'none'; frame-ancestors 'none'")
+PAGE_SOCKETS = "/sockets.json"  # under a built-in mount: the socket origins the page may use besides its own
+
+
+def builtin_headers(mount: Mount) -> dict[str, str]:
+    return {
+        "Content-Security-Policy": CSP.format(sockets="".join(" " + o for o in mount.sockets)),
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+    }
+
 
 MAX_LINE_BYTES = 8190  # a request line or one header line; aiohttp's default, said here
 LOG_WINDOW = 60.0  # seconds between two log lines about malformed requests
@@ -94,6 +102,8 @@ class Site:
         if found is None:
             raise web.HTTPNotFound()
         mount, rest = found
+        if mount.dir is None and rest == PAGE_SOCKETS:
+            return web.json_response({"sockets": list(mount.sockets)}, headers=builtin_headers(mount))
         if rest == "" and mount.path != "/":
             raise web.HTTPMovedPermanently(mount.path + "/")  # so relative links resolve inside the mount
         try:
@@ -102,7 +112,7 @@ class Site:
             raise web.HTTPForbidden() from None
         if file is None:
             raise web.HTTPNotFound()
-        return web.FileResponse(file, headers=BUILTIN_HEADERS if mount.dir is None else None)
+        return web.FileResponse(file, headers=builtin_headers(mount) if mount.dir is None else None)
 
     async def _close_sockets(self, app: web.Application) -> None:
         await self.hub.close_all(WSCloseCode.GOING_AWAY, "server shutting down")

@@ -2,7 +2,7 @@
 // person does (switching servers, logging in to private ones) and what they are told
 // (connection state, errors inline, never an alert()).
 
-import { Connection, socketURL } from "./connection.js";
+import { Connection, socketAllowed, socketURL } from "./connection.js";
 import { World } from "./world.js";
 import { Chat } from "./chat.js";
 import { Renderer } from "./renderer.js";
@@ -29,6 +29,7 @@ const state = {
   pending: [], // connects sent and not yet answered, oldest first: {id, creds, login}
   saved: new Map(), // server id -> credentials that worked, for rejoining after a reconnect
   loginFor: null, // the server entry the login dialog is open for
+  socketAllowed: false, // the socket address is this page's daemon or one its operator lists
   counters: { received: 0, presences: 0, messages: 0, joins: 0 },
 };
 
@@ -247,6 +248,7 @@ $("servers").addEventListener("click", (e) => {
 const dialog = $("login");
 
 function openLogin(entry, message = "") {
+  if (!state.socketAllowed) return; // never ask for a login that could go to a stranger
   state.loginFor = entry;
   $("login-server").textContent = entry.name;
   $("login-demo").hidden = !(entry.snowflake === DEMO_PRIVATE.snowflake && entry.id === DEMO_PRIVATE.id);
@@ -365,4 +367,11 @@ window.dbackdPage = {
 };
 
 renderer.start();
-connection.start();
+state.socketAllowed = await socketAllowed(url);
+if (state.socketAllowed) {
+  connection.start();
+} else {
+  showConnection({ state: "failed", attempt: 0, retryAt: 0 });
+  showBanner(`This page connects only to its own daemon and to the addresses its operator allows; ` +
+    `${url} is not one of them. It did not connect there and asks for no login.`);
+}

@@ -17,6 +17,47 @@ export function socketURL(loc = window.location) {
   return `${scheme}//${loc.host}${base}/ws`;
 }
 
+/** The origin a socket address names, as URL.origin writes it; null if it is not a ws: or wss: URL. */
+export function socketOrigin(address) {
+  try {
+    const u = new URL(address);
+    return u.protocol === "ws:" || u.protocol === "wss:" ? u.origin : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Whether a socket address is this page's own daemon: the same host and port, never a downgrade to ws: from https:. */
+export function ownDaemon(address, loc = window.location) {
+  let u;
+  try {
+    u = new URL(address);
+  } catch {
+    return false;
+  }
+  return u.host === loc.host && (u.protocol === "wss:" || (u.protocol === "ws:" && loc.protocol === "http:"));
+}
+
+/**
+ * Whether the page may open this socket: its own daemon, or an origin its daemon lists for it
+ * (sockets.json next to the page). Whatever the page is sent it shows, and a login typed on it
+ * goes down this socket: anywhere else, a link could make it ask for a token on the daemon's own
+ * origin and hand it to a stranger.
+ */
+export async function socketAllowed(address, loc = window.location) {
+  if (ownDaemon(address, loc)) return true;
+  const origin = socketOrigin(address);
+  if (origin === null) return false;
+  try {
+    const res = await fetch(new URL("sockets.json", loc.href), { cache: "no-store" });
+    if (!res.ok) return false;
+    const listed = (await res.json()).sockets;
+    return Array.isArray(listed) && listed.includes(origin);
+  } catch {
+    return false;
+  }
+}
+
 /** Delay before reconnect attempt n (1-based): 0.5 s doubling to 10 s, each drawn from its upper half. */
 export function backoffDelay(attempt, random = Math.random) {
   const ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** (attempt - 1));

@@ -13,7 +13,7 @@ import pytest
 import structlog
 
 from dbackd.config import load_text
-from dbackd.sources.discord import gateway
+from dbackd.sources.discord import chunks, gateway
 
 from .conftest import RECV_TIMEOUT, ROOT
 from .fakes.discord import FakeDiscord, member, presence, role, text_channel
@@ -38,6 +38,7 @@ def quick_gateway(monkeypatch):
     monkeypatch.setattr(gateway, "IDENTIFY_DELAY", 0.0)
     monkeypatch.setattr(gateway, "GUILD_READY_TIMEOUT", 0.2)
     monkeypatch.setattr(gateway, "BACKOFF_FIRST", 0.05)
+    monkeypatch.setattr(chunks, "REQUEST_INTERVAL", 0.05)
     saved = Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY
     yield
     Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY = saved

@@ -575,6 +575,9 @@ class FakeDiscord:
         recommended_shards: int = 1,
         guilds_per_shard: int = 2500,
         session_starts_left: int = 999,
+        max_concurrency: int = 1,
+        chunk_delay: float = 0.0,
+        member_request_interval: float = 30.0,
     ):
         enabled = set(intents_enabled)
         unknown = enabled - set(PRIVILEGED_INTENTS)
@@ -594,6 +597,12 @@ class FakeDiscord:
         self.recommended_shards = recommended_shards
         self.guilds_per_shard = guilds_per_shard
         self.session_starts_left = session_starts_left
+        self.max_concurrency = max_concurrency
+        self.chunk_delay = chunk_delay  # seconds between two GUILD_MEMBERS_CHUNKs of one answer
+        # Discord's limit on asking for all of a guild's members (see `_request_members`).
+        self.member_request_interval = member_request_interval
+        self._all_members_asked: Dict[str, float] = {}  # guild id -> when all its members were last asked for
+        self._chunkers: Set[asyncio.Task] = set()
 
         self._snowflake_counter = 0
         self.bot = _User(_sid(bot_id) if bot_id is not None else self.snowflake(), bot_name, bot=True)
@@ -650,6 +659,9 @@ class FakeDiscord:
     async def close(self) -> None:
         self._closing = True
         self._accepting.set()
+        for task in list(self._chunkers):
+            task.cancel()
+        await asyncio.gather(*self._chunkers, return_exceptions=True)
         live = list(self._connections.values())
         for conn in live:
             conn.abort("fake")
@@ -1382,7 +1394,31 @@ class FakeDiscord:
                 continue
             if gid not in session.guild_ids or gid not in self.guilds:
                 continue
-            await self._send_chunks(session, self.guilds[gid], d, want_presences)
+            if user_ids is None and query in ("", None) and not d.get("limit"):
+                # Discord's Gateway Events, Request Guild Members (2025-08 change log "Introducing
+                # Rate Limit When Requesting All Guild Members"): asking for ALL members (`query`
+                # "" and `limit` 0) is limited to 1 request per guild per bot every 30 seconds;
+                # past it the answer is a RATE_LIMITED dispatch (`opcode` 8, `retry_after` in
+                # seconds, `meta` with the `guild_id` and the request's `nonce`) and no chunks.
+                now = asyncio.get_running_loop().time()
+                last = self._all_members_asked.get(gid)
+                if last is not None and now - last < self.member_request_interval:
+                    meta: dict = {"guild_id": gid}
+                    if d.get("nonce") is not None:
+                        meta["nonce"] = d["nonce"]
+                    session.dispatch("RATE_LIMITED", _dumps({
+                        "opcode": Op.REQUEST_GUILD_MEMBERS,
+                        "retry_after": round(self.member_request_interval - (now - last), 3), "meta": meta}))
+                    self._count("rate_limited")
+                    continue
+                self._all_members_asked[gid] = now
+            if self.chunk_delay > 0:
+                # Discord streams a big guild's chunks over seconds while the connection goes on.
+                task = asyncio.ensure_future(self._send_chunks(session, self.guilds[gid], d, want_presences))
+                self._chunkers.add(task)
+                task.add_done_callback(self._chunkers.discard)
+            else:
+                await self._send_chunks(session, self.guilds[gid], d, want_presences)
 
     async def _send_chunks(self, session: _Session, guild: FakeGuild, d: dict, want_presences: bool) -> None:
         not_found: List[str] = []
@@ -1420,7 +1456,7 @@ class FakeDiscord:
                              _dumps_with(chunk, members="[" + ",".join(m.json() for m in part) + "]"))
             self._signal.notify()
             # Let the writer send this chunk before the next is built, as Discord streams them.
-            await asyncio.sleep(0)
+            await asyncio.sleep(self.chunk_delay if index + 1 < count else 0)
             if guild.id not in session.guild_ids or session.invalid:
                 return
 
@@ -1489,7 +1525,8 @@ class FakeDiscord:
         # after which the limit resets". Each IDENTIFY spends one.
         return _json({"url": self.gateway_url, "shards": self.recommended_shards,
                       "session_start_limit": {"total": 1000, "remaining": self.session_starts_left,
-                                              "reset_after": 14_400_000, "max_concurrency": 1}})
+                                              "reset_after": 14_400_000,
+                                              "max_concurrency": self.max_concurrency}})
 
     async def _get_me(self, request: web.Request) -> web.Response:
         self._authorised(request)

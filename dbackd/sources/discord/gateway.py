@@ -17,7 +17,8 @@ from typing import Any, Callable, Optional
 
 import structlog
 
-from dbackd.sources.discord import records as r
+from dbackd.sources.discord import chunks, records as r
+from dbackd.sources.discord.chunks import Chunker
 from dbackd.sources.discord.endpoints import GatewayLookupFailed, bot_gateway, point_at
 from dbackd.sources.discord.mapping import color_of, status_of
 
@@ -62,8 +63,9 @@ def member_rec(member: Any) -> r.MemberRec:
                        tuple(str(role.id) for role in roles), tuple(role.name for role in roles), member.bot)
 
 
-def _client_class(identify_delay: float) -> type:
+def _client_class(identify_delay: float, chunk_interval: float, chunk_stall: float) -> type:
     import discord
+    from discord.state import ChunkRequest
 
     # A bot that only watches a guild needs no voice: no warning that its libraries are missing.
     for flag in ("warn_nacl", "warn_dave"):
@@ -72,40 +74,115 @@ def _client_class(identify_delay: float) -> type:
 
     class Client(discord.AutoShardedClient):
         """discord.py's client, with each event it hands on turned into a record. Sharded as
-        `/gateway/bot` recommends (one shard a 2,500 guilds; past that Discord closes with 4011)."""
+        `/gateway/bot` recommends (one shard a 2,500 guilds; past that Discord closes with 4011).
+        It chunks guilds itself (chunks.py), never through discord.py, which gives up silently."""
 
         def __init__(self, post: Post, **options: Any):
             super().__init__(**options)
             self.post = post
-            self._with_presences()
+            self.chunker = Chunker(self._request_members, interval=chunk_interval, stall=chunk_stall)
+            self._loads: dict[int, asyncio.Task] = {}  # by guild id: its chunking and snapshot
+            self.whole: set[int] = set()  # guilds whose members all came (GUILD_CREATE or a complete chunking)
+            self._watch_chunks()
 
-        def _with_presences(self) -> None:
-            # discord.py chunks a guild without presences, and past 75,000 members Discord's
-            # GUILD_CREATE holds no presences (only the bot's and voice members'): every member
-            # would stay offline. discord.py has no option for it, so its one chunk request asks
-            # for presences whenever the intent allows it (it applies those of a chunk itself).
+        def _watch_chunks(self) -> None:
+            # discord.py parses each chunk (and caches its members for a request it knows); the
+            # chunker is told which part of which request came. RATE_LIMITED is a dispatch
+            # discord.py does not know at all.
             state = self._connection
-            chunker = state.chunker
-            if not state._intents.presences:
+            parse_chunk = state.parsers["GUILD_MEMBERS_CHUNK"]
+
+            def on_chunk(data: dict) -> None:
+                parse_chunk(data)
+                self.chunker.on_chunk(int(data["guild_id"]), data.get("nonce"), int(data.get("chunk_index", 0)),
+                                      int(data.get("chunk_count", 1)))
+
+            def on_rate_limited(data: dict) -> None:
+                meta = data.get("meta") or {}
+                if data.get("opcode") == 8 and meta.get("guild_id") is not None:
+                    self.chunker.on_rate_limited(int(meta["guild_id"]), meta.get("nonce"),
+                                                 float(data.get("retry_after") or 0))
+
+            state.parsers["GUILD_MEMBERS_CHUNK"] = on_chunk
+            state.parsers["RATE_LIMITED"] = on_rate_limited
+
+        async def _request_members(self, guild_id: int, shard_id: int, nonce: str) -> bool:
+            # Past 75,000 members Discord's GUILD_CREATE holds no presences (only the bot's and voice
+            # members'): the statuses come with the chunks when asked for.
+            state = self._connection
+            try:
+                await state.chunker(guild_id, "", 0, state._intents.presences, shard_id=shard_id, nonce=nonce)
+                return True
+            except (discord.ConnectionClosed, ConnectionError, RuntimeError, KeyError):
+                return False  # the connection is going: asked again once it is back
+
+        def _load(self, guild: Any) -> None:
+            """The guild arrived (GUILD_CREATE): send it as it is, and whole once chunked."""
+            old = self._loads.pop(guild.id, None)
+            if old is not None:
+                old.cancel()
+            self.whole.discard(guild.id)
+            task = self._loads[guild.id] = asyncio.ensure_future(self._chunk_and_send(guild.id, guild.shard_id))
+            task.add_done_callback(lambda t, gid=guild.id: self._loads.pop(gid, None) if self._loads.get(gid) is t
+                                   else None)
+
+        async def _chunk_and_send(self, guild_id: int, shard_id: int) -> None:
+            guild = self.get_guild(guild_id)
+            if guild is None:
                 return
+            if guild.chunked:  # GUILD_CREATE listed everyone (a guild below large_threshold)
+                self.whole.add(guild_id)
+                await self.snapshot(guild, complete=True)
+                return
+            await self.snapshot(guild, complete=False)  # who is online now; the rest follow
+            state = self._connection
+            asked: dict[str, Any] = {}
 
-            async def with_presences(guild_id: int, query: str = "", limit: int = 0, presences: bool = False,
-                                     **keywords: Any) -> None:
-                await chunker(guild_id, query, limit, True, **keywords)
+            def on_request(nonce: str) -> None:
+                old = asked.pop("request", None)
+                if old is not None:
+                    state._chunk_requests.pop(old.nonce, None)
+                request = ChunkRequest(guild_id, shard_id, asyncio.get_running_loop(), state._get_guild, cache=True)
+                request.nonce = nonce
+                state._chunk_requests[nonce] = request
+                now = self.get_guild(guild_id)
+                asked.update(request=request, before=set(now._members) if now is not None else set())
 
-            state.chunker = with_presences
+            try:
+                await self.chunker.chunk(guild_id, shard_id, on_request)
+            finally:
+                request = asked.get("request")
+                if request is not None:
+                    state._chunk_requests.pop(request.nonce, None)
+            guild = self.get_guild(guild_id)
+            if guild is None:
+                return
+            # Members cached when the request went out that Discord's complete answer no longer
+            # lists left unseen (while the bot was away); those who joined since stay.
+            listed = {m.id for m in asked["request"].buffer}
+            for uid in asked["before"] - listed:
+                guild._remove_member(discord.Object(uid))
+            self.whole.add(guild_id)
+            await self.snapshot(guild, complete=True)
+
+        async def snapshot(self, guild: Any, complete: bool) -> None:
+            members = list(guild.members)
+            parts = max(1, -(-len(members) // SNAPSHOT_PART))
+            for i in range(parts):
+                # One that left while earlier parts went out is not sent again.
+                part = tuple(member_rec(m) for m in members[i * SNAPSHOT_PART:(i + 1) * SNAPSHOT_PART]
+                             if guild.get_member(m.id) is not None)
+                self.post(r.GuildSnapshot(str(guild.id), guild.name, part, i, parts, complete))
+                await asyncio.sleep(0)  # the gateway's own messages go on meanwhile
 
         async def before_identify_hook(self, shard_id: Optional[int], *, initial: bool = False) -> None:
             if not initial:
                 await asyncio.sleep(identify_delay)
 
-        async def snapshot(self, guild: Any) -> None:
-            members = list(guild.members)
-            parts = max(1, -(-len(members) // SNAPSHOT_PART))
-            for i in range(parts):
-                part = tuple(member_rec(m) for m in members[i * SNAPSHOT_PART:(i + 1) * SNAPSHOT_PART])
-                self.post(r.GuildSnapshot(str(guild.id), guild.name, part, i, parts))
-                await asyncio.sleep(0)  # the gateway's own messages go on meanwhile
+        async def close(self) -> None:
+            for task in list(self._loads.values()):
+                task.cancel()
+            await super().close()
 
         async def on_connect(self) -> None:
             if not self.is_ready():
@@ -121,15 +198,19 @@ def _client_class(identify_delay: float) -> type:
             self.post(r.Disconnected("the gateway connection was lost"))
 
         async def on_guild_available(self, guild: Any) -> None:
-            await self.snapshot(guild)
+            self._load(guild)
 
         async def on_guild_join(self, guild: Any) -> None:
-            await self.snapshot(guild)
+            self._load(guild)
 
         async def on_guild_unavailable(self, guild: Any) -> None:
             self.post(r.GuildUnavailable(str(guild.id)))
 
         async def on_guild_remove(self, guild: Any) -> None:
+            task = self._loads.pop(guild.id, None)
+            if task is not None:
+                task.cancel()
+            self.whole.discard(guild.id)
             self.post(r.GuildGone(str(guild.id)))
 
         async def on_guild_update(self, before: Any, after: Any) -> None:
@@ -188,7 +269,8 @@ class Gateway:
 
     def __init__(self, token: str, api_base: str, timeout: float, wants: Wants, post: Post, *,
                  identify_delay: float = IDENTIFY_DELAY, guild_ready_timeout: float = GUILD_READY_TIMEOUT,
-                 backoff_first: float = BACKOFF_FIRST):
+                 backoff_first: float = BACKOFF_FIRST, chunk_interval: float = chunks.REQUEST_INTERVAL,
+                 chunk_stall: float = chunks.STALL):
         self.api_base = api_base
         self.timeout = timeout
         self.wants = wants
@@ -197,6 +279,7 @@ class Gateway:
         self._identify_delay = identify_delay
         self._guild_ready_timeout = guild_ready_timeout
         self._backoff_first = backoff_first
+        self._chunking = (chunk_interval, chunk_stall)
         self._stop = asyncio.Event()
         self._client: Any = None
 
@@ -240,9 +323,9 @@ class Gateway:
             except asyncio.TimeoutError:
                 return "retry"
         point_at(self.api_base, url)
-        client = _client_class(self._identify_delay)(self._post, intents=self.wants.intents(),
-                                                     chunk_guilds_at_startup=True, max_messages=None,
-                                                     guild_ready_timeout=self._guild_ready_timeout)
+        client = _client_class(self._identify_delay, *self._chunking)(self._post, intents=self.wants.intents(),
+                                                                      chunk_guilds_at_startup=False, max_messages=None,
+                                                                      guild_ready_timeout=self._guild_ready_timeout)
         self._client = client
         try:
             await client.start(self._token)
@@ -285,7 +368,7 @@ class Gateway:
         client = self._client
         if client is not None and client.is_ready():
             for guild in list(client.guilds):
-                await client.snapshot(guild)
+                await client.snapshot(guild, complete=guild.id in client.whole)
 
     async def stop(self) -> None:
         self._stop.set()

@@ -19,7 +19,7 @@ import structlog
 from dbackd.ops import logs
 from dbackd.core import tokens
 from dbackd.core.tasks import TaskSet
-from dbackd.sources.discord import gateway
+from dbackd.sources.discord import chunks, gateway
 from dbackd.sources.discord.gateway import Wants
 from dbackd.sources.discord.records import Disconnected, Record, decode
 
@@ -69,7 +69,8 @@ class GatewayProcess:
                     "messages": self.wants.messages, "content": self.wants.content,
                     # Read now, so a test can make them short for the fake Discord.
                     "identify_delay": gateway.IDENTIFY_DELAY, "guild_ready_timeout": gateway.GUILD_READY_TIMEOUT,
-                    "backoff_first": gateway.BACKOFF_FIRST, "log_level": level, "log_format": fmt}
+                    "backoff_first": gateway.BACKOFF_FIRST, "chunk_interval": chunks.REQUEST_INTERVAL,
+                    "chunk_stall": chunks.STALL, "log_level": level, "log_format": fmt}
         assert proc.stdin is not None
         proc.stdin.write(json.dumps(settings).encode() + b"\n")
         await proc.stdin.drain()

@@ -29,13 +29,16 @@ class SessionStarting:
 
 @dataclass(frozen=True)
 class GuildSnapshot:
-    """A guild as it is now; its members arrive in parts (`part` of `parts`, 0-based)."""
+    """A guild as the worker knows it now; its members arrive in parts (`part` of `parts`, 0-based).
+    `complete` when Discord has listed every member (GUILD_CREATE of a small guild, or every chunk
+    of one request); otherwise it is who is known so far, and nobody absent from it has left."""
 
     guild: str
     name: str
     members: tuple[MemberRec, ...]
     part: int
     parts: int
+    complete: bool
 
 
 @dataclass(frozen=True)

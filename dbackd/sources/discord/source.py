@@ -89,6 +89,7 @@ class Guild:
         self.name = name
         self.members: dict[str, r.MemberRec] = {}
         self.loading: Optional[set[str]] = None  # uids of a snapshot arriving in parts
+        self.complete = False  # the last snapshot listed every member (else more are on their way)
 
 
 def wants_of(config: Config) -> Wants:
@@ -324,13 +325,15 @@ class DiscordSource:
         self.missing = missing
 
     async def _snapshot(self, record: r.GuildSnapshot) -> None:
-        """A part of a whole guild: its members are taken as they come, and once the last part is
-        in, members the snapshot no longer has are gone. O(part) per part, never O(guild)."""
+        """A part of a guild: its members are taken as they come, and once the last part of a
+        complete snapshot is in, members it no longer has are gone (a partial one, a chunking
+        still under way, removes nobody). O(part) per part, never O(guild)."""
         guild = self.guilds.get(record.guild)
         if guild is None:
             guild = self.guilds[record.guild] = Guild(record.name)
         if record.part == 0:
             guild.loading = set()
+            guild.complete = False
             self.unavailable.discard(record.guild)
         if guild.loading is None:
             return  # a part without its beginning: a later snapshot brings the whole guild
@@ -347,13 +350,16 @@ class DiscordSource:
                 await asyncio.sleep(0)
         if record.part + 1 == record.parts:
             guild.loading = None
-            for uid in set(guild.members) - loading:
-                del guild.members[uid]
-                if view is not None:
-                    await self._apply(record.guild, view.update(uid, None))
-            state = self.world.servers.get(record.guild)
-            if view is not None and state is not None:  # users shown before this source started (a new leader)
-                await self._apply(record.guild, [(uid, None, None) for uid in state.users if uid not in view.shown])
+            guild.complete = record.complete
+            if record.complete:
+                for uid in set(guild.members) - loading:
+                    del guild.members[uid]
+                    if view is not None:
+                        await self._apply(record.guild, view.update(uid, None))
+                state = self.world.servers.get(record.guild)
+                if view is not None and state is not None:  # users shown before this source started (a new leader)
+                    await self._apply(record.guild, [(uid, None, None) for uid in state.users
+                                                     if uid not in view.shown])
             self._end_bulk_if_loaded()
         self._check_missing()
 
@@ -457,7 +463,7 @@ class DiscordSource:
             self._bulk = asyncio.get_running_loop().call_later(BULK_WINDOW, self._end_bulk)
 
     def _end_bulk_if_loaded(self) -> None:
-        if self._session_ready and not any(g.loading is not None for g in self.guilds.values()):
+        if self._session_ready and all(g.loading is None and g.complete for g in self.guilds.values()):
             self._end_bulk()
 
     def _end_bulk(self) -> None:
@@ -477,7 +483,8 @@ class DiscordSource:
             servers[s.id] = {"guild": s.snowflake, "seen": guild is not None,
                              "state": ("missing" if s.id in self.missing
                                        else "unavailable" if s.snowflake in self.unavailable
-                                       else "loading" if guild is None or guild.loading is not None else "ready"),
+                                       else "loading" if guild is None or guild.loading is not None or not guild.complete
+                                       else "ready"),
                              "members": len(guild.members) if guild else 0,
                              "shown": len(view.shown) if view else 0}
         problems = [f"{server_id}: " + ("the bot is not in this guild" if s["state"] == "missing"

@@ -38,7 +38,8 @@ async def main() -> int:
     gateway = Gateway(settings["token"], settings["api_base"], settings["timeout"],
                       Wants(settings["messages"], settings["content"]), post,
                       identify_delay=settings["identify_delay"], guild_ready_timeout=settings["guild_ready_timeout"],
-                      backoff_first=settings["backoff_first"])
+                      backoff_first=settings["backoff_first"], chunk_interval=settings["chunk_interval"],
+                      chunk_stall=settings["chunk_stall"])
     run = asyncio.ensure_future(gateway.run())
 
     async def commands() -> None:

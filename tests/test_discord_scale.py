@@ -119,3 +119,25 @@ async def test_an_outage_and_a_kick_are_problems_in_healthz(start_daemon):
         fake.guild_delete(HOME)  # the bot was removed
         health = await health_until(d, lambda h: h["servers"]["home"]["state"] == "missing")
         assert health["problems"] == ["home: the bot is not in this guild"]
+
+
+@pytest.mark.parametrize("concurrency", [4, 2])
+async def test_shards_identify_as_many_at_once_as_max_concurrency_allows(start_daemon, monkeypatch, concurrency):
+    from .test_discord import HOME, add_home, health_until
+    from dbackd.sources.discord import gateway
+
+    window = 3.0  # Discord's 5 s between two IDENTIFYs of one bucket, scaled down
+    monkeypatch.setattr(gateway, "IDENTIFY_DELAY", window)
+    async with FakeDiscord(token=TOKEN, heartbeat_interval=5.0, recommended_shards=4, max_concurrency=concurrency,
+                           identify_window=window) as fake:
+        add_home(fake)
+        d = await start_daemon(config(fake))
+        await health_until(d, lambda h: h["state"] == "ready", timeout=30)
+        await until(d, lambda: len(users(d, "home")) == 3)
+        assert sorted(shard for shard, _ in fake.identifies) == [0, 1, 2, 3]
+        assert fake.counts["identify_too_soon"] == 0  # never two of one bucket within the window
+        # The shards of one round (`concurrency` of them, one per bucket) identify without waiting
+        # for each other: one window per round, not one per shard.
+        first = min(at for _, at in fake.identifies)
+        for shard, at in fake.identifies:
+            assert shard // concurrency * window <= at - first < (shard // concurrency + 0.5) * window

@@ -576,6 +576,7 @@ class FakeDiscord:
         guilds_per_shard: int = 2500,
         session_starts_left: int = 999,
         max_concurrency: int = 1,
+        identify_window: float = 0.0,
         chunk_delay: float = 0.0,
         member_request_interval: float = 30.0,
     ):
@@ -598,6 +599,11 @@ class FakeDiscord:
         self.guilds_per_shard = guilds_per_shard
         self.session_starts_left = session_starts_left
         self.max_concurrency = max_concurrency
+        # Discord's 5 s between two IDENTIFYs of one bucket (0: not enforced, for tests that
+        # reconnect quickly); see `_identify`.
+        self.identify_window = identify_window
+        self._identified_at: Dict[int, float] = {}  # rate-limit bucket -> when it last identified
+        self.identifies: List[Tuple[int, float]] = []  # (shard id, loop time) of every IDENTIFY taken
         self.chunk_delay = chunk_delay  # seconds between two GUILD_MEMBERS_CHUNKs of one answer
         # Discord's limit on asking for all of a guild's members (see `_request_members`).
         self.member_request_interval = member_request_interval
@@ -1312,6 +1318,19 @@ class FakeDiscord:
                 or not 0 <= shard[0] < shard[1]):
             conn.close_with(Close.INVALID_SHARD, "Invalid shard.")
             return
+        if self.identify_window > 0:
+            # Discord's Gateway docs, Sharding / max_concurrency: "the number of identify requests
+            # allowed per 5 seconds"; shards go by rate_limit_key = shard_id % max_concurrency, one
+            # IDENTIFY per bucket per 5 s. An IDENTIFY past it is answered with op 9 Invalid Session.
+            bucket = shard[0] % max(1, self.max_concurrency)
+            now = asyncio.get_running_loop().time()
+            last = self._identified_at.get(bucket)
+            if last is not None and now - last < self.identify_window:
+                conn.send_op(Op.INVALID_SESSION, False)
+                self._count("identify_too_soon")
+                return
+            self._identified_at[bucket] = now
+        self.identifies.append((shard[0], asyncio.get_running_loop().time()))
         threshold = d.get("large_threshold", 50)
         threshold = min(250, max(50, threshold if isinstance(threshold, int) else 50))
         session = _Session(uuid.uuid4().hex, intents=intents, shard=(shard[0], shard[1]),

@@ -43,8 +43,16 @@ def starts_left(data: Any) -> Optional[tuple[int, int, float]]:
     return remaining, total, reset / 1000
 
 
-async def bot_gateway(api_base: str, token: str, timeout: float) -> tuple[str, Optional[tuple[int, int, float]]]:
-    """The gateway's address and what is left of the bot's identify budget, asked of Discord."""
+def concurrency(data: Any) -> int:
+    """`session_start_limit.max_concurrency`: how many IDENTIFYs Discord takes per 5 s (1 if not said)."""
+    limit = data.get("session_start_limit") if isinstance(data, dict) else None
+    value = limit.get("max_concurrency") if isinstance(limit, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else 1
+
+
+async def bot_gateway(api_base: str, token: str,
+                      timeout: float) -> tuple[str, Optional[tuple[int, int, float]], int]:
+    """The gateway's address, what is left of the bot's identify budget, and its max_concurrency."""
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout), trust_env=False) as http:
             async with http.get(f"{api_base}/gateway/bot", headers={"Authorization": f"Bot {token}"},
@@ -59,7 +67,7 @@ async def bot_gateway(api_base: str, token: str, timeout: float) -> tuple[str, O
     url = data.get("url") if isinstance(data, dict) else None
     if status != 200 or not isinstance(url, str) or not url.startswith(("wss://", "ws://")):
         raise GatewayLookupFailed(f"GET {api_base}/gateway/bot answered {status} without a gateway address", status)
-    return url, starts_left(data)
+    return url, starts_left(data), concurrency(data)
 
 
 def point_at(api_base: str, gateway: str) -> None:

@@ -77,9 +77,12 @@ def _client_class(identify_delay: float, chunk_interval: float, chunk_stall: flo
         `/gateway/bot` recommends (one shard a 2,500 guilds; past that Discord closes with 4011).
         It chunks guilds itself (chunks.py), never through discord.py, which gives up silently."""
 
-        def __init__(self, post: Post, **options: Any):
+        def __init__(self, post: Post, max_concurrency: int = 1, **options: Any):
             super().__init__(**options)
             self.post = post
+            self.max_concurrency = max(1, max_concurrency)
+            self._identify_locks: dict[int, asyncio.Lock] = {}
+            self._identify_next: dict[int, float] = {}  # by bucket: when it may IDENTIFY again
             self.chunker = Chunker(self._request_members, interval=chunk_interval, stall=chunk_stall)
             self._loads: dict[int, asyncio.Task] = {}  # by guild id: its chunking and snapshot
             self.whole: set[int] = set()  # guilds whose members all came (GUILD_CREATE or a complete chunking)
@@ -176,8 +179,17 @@ def _client_class(identify_delay: float, chunk_interval: float, chunk_stall: flo
                 await asyncio.sleep(0)  # the gateway's own messages go on meanwhile
 
         async def before_identify_hook(self, shard_id: Optional[int], *, initial: bool = False) -> None:
-            if not initial:
-                await asyncio.sleep(identify_delay)
+            # discord.py waits 5 s before every IDENTIFY but the first, whatever /gateway/bot says.
+            # Discord allows `max_concurrency` per 5 s, one for each bucket (shard_id % max_concurrency),
+            # so a bot with many shards would take max_concurrency times too long to connect.
+            bucket = (shard_id or 0) % self.max_concurrency
+            lock = self._identify_locks.setdefault(bucket, asyncio.Lock())
+            async with lock:
+                loop = asyncio.get_running_loop()
+                wait = self._identify_next.get(bucket, 0.0) - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                self._identify_next[bucket] = loop.time() + identify_delay
 
         async def close(self) -> None:
             for task in list(self._loads.values()):
@@ -305,7 +317,7 @@ class Gateway:
         import discord
 
         try:
-            url, starts = await bot_gateway(self.api_base, self._token, self.timeout)
+            url, starts, max_concurrency = await bot_gateway(self.api_base, self._token, self.timeout)
         except GatewayLookupFailed as exc:
             if exc.status in (401, 403):
                 return self._fail("token", "Discord refused the bot token (check DISCORD_BOT_TOKEN, or the "
@@ -323,7 +335,7 @@ class Gateway:
             except asyncio.TimeoutError:
                 return "retry"
         point_at(self.api_base, url)
-        client = _client_class(self._identify_delay, *self._chunking)(self._post, intents=self.wants.intents(),
+        client = _client_class(self._identify_delay, *self._chunking)(self._post, max_concurrency, intents=self.wants.intents(),
                                                                       chunk_guilds_at_startup=False, max_messages=None,
                                                                       guild_ready_timeout=self._guild_ready_timeout)
         self._client = client

@@ -1,10 +1,11 @@
 """The daemon: assembles the parts and runs their lifecycle. The parts do the work.
 
 Data flows one way: the config source → the declaration → the world (the one current
-config, servers, users) ← the other sources of change (reloader, simulation, HTTP API,
-Python API, the Discord gateway; in a cluster, the backplane hands back every node's
-changes) → world events → the hub, the only part that decides what a socket is
-sent, through its wire. Each part is built here with the few collaborators it needs;
+config, servers, users) ← the other sources of change (reloader, HTTP API, Python API,
+and the live sources of sources/catalogue.py: the simulation, the Discord gateway; in a
+cluster, the backplane hands back every node's changes) → world events → the hub, the
+only part that decides what a socket is sent, through its wire. The live sources are one
+list: their lifecycle (on the cluster's leader), /healthz and metrics loop over it. Each part is built here with the few collaborators it needs;
 none is given the daemon. Start and stop it inside any asyncio loop (the command line
 does, and so can a host program, which uses the Python API offered on the daemon).
 """
@@ -14,7 +15,7 @@ import asyncio
 import functools
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 
 import structlog
 from aiohttp import web
@@ -27,7 +28,6 @@ from dbackd.config import Config
 from dbackd.core.declaration import ConfigSource, Declaration, Overrides, load
 from dbackd.cluster.backplane import Backplane
 from dbackd.cluster.leadership import Leadership
-from dbackd.sources.discord import DiscordSource
 from dbackd.edge.door import Door
 from dbackd.ops import fdlimit
 from dbackd.fanout.heartbeat import Heartbeat
@@ -39,10 +39,16 @@ from dbackd.ops.metrics import Metrics
 from dbackd.edge.oauth import OAuthService
 from dbackd.edge.peers import Peers
 from dbackd.sources.reload import Reloader
-from dbackd.sources.simulation import Clock, SimulationService
+from dbackd.sources import catalogue
+from dbackd.sources.base import Needs, Source
+from dbackd.sources.simulation import Clock
 from dbackd.edge.web import Site
 from dbackd.edge.websocket import SocketEndpoint
 from dbackd.core.world import World
+
+if TYPE_CHECKING:
+    from dbackd.sources.discord import DiscordSource
+    from dbackd.sources.simulation import SimulationService
 
 log = structlog.get_logger("dbackd")
 
@@ -91,15 +97,15 @@ class Daemon:
         self.host_api = HostApi(self.world, self.hub.count, self.callbacks, self.declaration)
         self.http_api = HttpApi(self.world, self.hub.count)
         self.reloader = Reloader(self.declaration, self.moments, watch=watch)
-        self.simulation = SimulationService(self.world, clock)
-        self.discord = DiscordSource(self.world, self.declaration)
-        self.metrics.register(self.discord)
+        self.sources: list[Source] = catalogue.build(Needs(self.world, self.declaration, clock))
+        for source in self.sources:
+            self.metrics.register(source)
         # In a cluster the world's live changes go through Redis, and the producers run on one node.
         self.backplane = (Backplane(self.world, self.declaration, self.config.cluster)
                           if self.config.cluster is not None else None)
         if self.backplane is not None:
             self.metrics.register(self.backplane)
-        self.leadership = Leadership([self.simulation, self.discord], self.backplane)
+        self.leadership = Leadership(list(self.sources), self.backplane)
         self.site = Site(self.world, self.hub, self.sockets, self.http_api, self.metrics, self.callbacks,
                          self.health)
         self.app = self.site.app
@@ -215,6 +221,21 @@ class Daemon:
     before_join = _python_api(HostApi.before_join)
 
     # -- facts ---------------------------------------------------------------------
+    def source(self, name: str) -> Source:
+        """The live source of that name (KeyError if there is none)."""
+        for source in self.sources:
+            if source.name == name:
+                return source
+        raise KeyError(name)
+
+    @property
+    def simulation(self) -> "SimulationService":
+        return self.source("simulation")  # type: ignore[return-value]
+
+    @property
+    def discord(self) -> "DiscordSource":
+        return self.source("discord")  # type: ignore[return-value]
+
     @property
     def config(self) -> Config:
         """The effective config now in force (the world holds it)."""
@@ -272,6 +293,6 @@ class Daemon:
             "dropped_slow": self.hub.slow_dropped,
             "reload": self.reloader.status(),
             "restart_required": list(self.declaration.restart_required),
-            **({"discord": self.discord.status()} if self.config.discord is not None else {}),
+            **{source.name: entry for source in self.sources if (entry := source.health()) is not None},
             **({"cluster": self.backplane.status()} if self.backplane is not None else {}),
         }

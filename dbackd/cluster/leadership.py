@@ -1,4 +1,4 @@
-"""Producers run once: the simulation and the Discord gateway, on exactly one node.
+"""Producers run once: the live sources (sources/catalogue.py), on exactly one node.
 
 Alone, this process is that node. In a cluster it is the node that holds the lease, a
 Redis key set with a time to live and renewed three times per lease; when the leader

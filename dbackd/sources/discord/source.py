@@ -112,6 +112,8 @@ def short_id(name: str, taken: set[str]) -> str:
 
 
 class DiscordSource:
+    name = LAYER  # a source (sources/base.py): the `discord` section, layer and /healthz entry
+
     def __init__(self, world: World, declaration: Declaration):
         self.world = world
         self.declaration = declaration
@@ -471,6 +473,9 @@ class DiscordSource:
             self._bulk.cancel()
             self._bulk = None
             bulk.end()
+
+    def health(self) -> Optional[dict[str, Any]]:
+        return self.status() if self.world.config.discord is not None else None
 
     def status(self) -> dict[str, Any]:
         """For /healthz: the connection, and each discord server's guild as the source knows it."""

@@ -9,9 +9,10 @@ service holds no rules and no state of its own beyond the engine.
 from __future__ import annotations
 
 import asyncio
-from typing import Optional
+from typing import Any, Iterator, Optional
 
 import structlog
+from prometheus_client.metrics_core import Metric
 
 from dbackd.core.events import ConfigReplaced, Event
 from dbackd.core.tasks import TaskSet
@@ -25,6 +26,8 @@ BATCH = 2000  # steps between two yields to the event loop
 
 
 class SimulationService:
+    name = "simulation"  # a source (sources/base.py); its rules are each server's `simulation` key
+
     def __init__(self, world: World, clock: Optional[Clock] = None):
         self.world = world
         self.clock: Clock = clock or SystemClock()
@@ -56,6 +59,15 @@ class SimulationService:
     @property
     def running(self) -> bool:
         return self.engine is not None and len(self._tasks) > 0
+
+    def health(self) -> Optional[dict[str, Any]]:
+        return None  # nothing to report beyond the world itself
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(())
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, ConfigReplaced):

@@ -9,7 +9,7 @@ from typing import Any, Optional
 
 from dbackd.config import Config, Server
 from dbackd.core.events import ClientIdChanged, Event, MessageSent, PresenceChanged
-from dbackd.sources.providers import Checked
+from dbackd.core.layers import Layer
 from dbackd.core.world import UserState
 
 
@@ -44,7 +44,7 @@ def decode(server: str, text: str) -> Event:
     raise ValueError(f"unknown kind {kind!r}")
 
 
-def layer_text(layer: Optional[Checked]) -> str:
+def layer_text(layer: Optional[Layer]) -> str:
     """A source's layer of the declaration (the Discord gateway's guild names and auto servers)."""
     if layer is None:
         return ""
@@ -52,7 +52,7 @@ def layer_text(layer: Optional[Checked]) -> str:
     return json.dumps(servers, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 
-def layer_from(text: str, config: Config) -> Optional[Checked]:
+def layer_from(text: str, config: Config) -> Optional[Layer]:
     """The layer back, its discord servers with the config's `discord` defaults."""
     if not text:
         return None
@@ -61,7 +61,7 @@ def layer_from(text: str, config: Config) -> Optional[Checked]:
     for sf, (server_id, name, keys, source) in json.loads(text).items():
         server = Server(sf, server_id, name, source=source, discord=defaults if source == "discord" else None)
         servers[sf] = (server, frozenset(keys))
-    return Checked(servers=servers)
+    return Layer(servers=servers)
 
 
 def user_text(user: UserState) -> str:

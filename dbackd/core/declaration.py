@@ -15,7 +15,7 @@ import dataclasses
 import os
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Mapping, Optional, Protocol, Union
 
 import structlog
 
@@ -23,7 +23,7 @@ from dbackd.config import EMBEDDED_NAME, Config, load_data, load_embedded, load_
 from dbackd.config.paths import located
 from dbackd.config.diff import ConfigDiff, describe, diff
 from dbackd.core.bulk import bulk
-from dbackd.sources.providers import Checked, Provided, check, merge
+from dbackd.core.layers import Layer, merge
 from dbackd.core.world import World
 
 log = structlog.get_logger("dbackd.declaration")
@@ -32,6 +32,16 @@ ConfigSource = Union[Config, str, "os.PathLike[str]", Mapping[str, Any], None]
 
 EVENTS_PER_SLICE = 500  # world events applied between two yields to the event loop
 PROVIDERS = "providers"  # the layer of the host program's data providers
+
+
+class Answer(Protocol):
+    """The host program's data providers' answer, as they gave it (sources/providers.py's `Provided`)."""
+
+    def size(self) -> int:
+        """About how many entries it holds (to tell a bulk load from a small one)."""
+
+    def layer(self, base: Config) -> Layer:
+        """It checked against `base`, as a layer; raises ConfigError (or a wrong-shape error). Blocking."""
 
 
 def load(source: ConfigSource) -> Config:
@@ -69,7 +79,7 @@ class Declaration:
         self.base = world.config  # the config source's declaration, before the providers' overlay
         # Layers laid over the config source's declaration, in this order: what a source found
         # (a guild's name, the servers of `discord.auto_servers`), then the data providers' answer.
-        self.layers: dict[str, Checked] = {}
+        self.layers: dict[str, Layer] = {}
         self.loaded_at = datetime.now(timezone.utc)
         self.restart_required: tuple[str, ...] = ()
         self._lock = asyncio.Lock()
@@ -106,20 +116,20 @@ class Declaration:
                 self.base = base
                 return await self._move(effective)
 
-    async def provide(self, provided: Provided) -> list[str]:
+    async def provide(self, provided: Answer) -> list[str]:
         """Lay a fresh answer of the providers over the config source's declaration.
 
         Raises ConfigError (naming each problem) or providers.BadAnswer, changing nothing.
         """
         async with self._lock:
             with bulk(provided.size()):
-                checked = await asyncio.to_thread(check, self.base, provided)
+                checked = await asyncio.to_thread(provided.layer, self.base)
                 layers = {**self.layers, PROVIDERS: checked}
                 effective = await asyncio.to_thread(self._merged, self.base, layers)
                 self.layers = layers
                 return await self._move(effective)
 
-    async def set_layer(self, name: str, layer: Optional[Checked]) -> list[str]:
+    async def set_layer(self, name: str, layer: Optional[Layer]) -> list[str]:
         """A source's own layer (model objects, already sound): servers it found, names it learnt.
         None removes it. Raises ConfigError if the result breaks a rule across servers."""
         async with self._lock:
@@ -129,7 +139,7 @@ class Declaration:
             return await self._move(effective)
 
     @staticmethod
-    def _merged(base: Config, layers: dict[str, Checked]) -> Config:
+    def _merged(base: Config, layers: dict[str, Layer]) -> Config:
         for name in sorted(layers, key=lambda n: n == PROVIDERS):  # the providers' answer goes last
             base = merge(base, layers[name])
         return base

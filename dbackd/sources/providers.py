@@ -13,14 +13,13 @@ config-shaped users. The overlay:
 Only what the providers supplied is checked, against the config schema's own `server`
 and `user` definitions and the rules across servers (unique ids, one default), in time
 linear in what they supplied; every problem is named by server and user. `collect` asks
-on the event loop; `check` and `merge` are plain CPU work for a thread (the declaration
-runs them in one, and keeps only the checked result: model objects shared with the
-effective config, never the answers themselves). Nothing here applies the result.
+on the event loop; `check` is plain CPU work for a thread (the declaration runs it in
+one, and keeps only the checked result, a layer (core/layers.py) of model objects shared
+with the effective config, never the answers themselves). Nothing here applies the result.
 """
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Optional
@@ -28,11 +27,10 @@ from typing import Any, Iterable, Mapping, Optional
 from dbackd.sources.callbacks import Callbacks, shape
 from dbackd.config import Config, ConfigError, Problem, Server, User, load_data
 from dbackd.config.schema import check_part
+from dbackd.core.layers import Layer, Problems, merge
 
 _CONCURRENT_USER_CALLS = 8
 _PATH = re.compile(r"^servers\[(\d+)\](?:\.(.*))?$")
-_MAX_PROBLEMS = 50  # a provider that got everything wrong is told the first ones
-_WHERE = "<provider>"
 
 
 class BadAnswer(Exception):
@@ -60,6 +58,10 @@ class Provided:
     def size(self) -> int:
         """About how many entries the answers hold (to tell a bulk load from a small one)."""
         return sum(len(a) for a in self.users.values() if isinstance(a, (Mapping, list, tuple)))
+
+    def layer(self, base: Config) -> Layer:
+        """The answers as the declaration's layer over `base` (see `check`; off the event loop)."""
+        return check(base, self)
 
 
 async def collect(callbacks: Callbacks, configured: Iterable[str]) -> Provided:
@@ -107,20 +109,6 @@ def _entries(answer: Any, key: str, callback: str) -> list[dict]:
     raise BadAnswer(callback, f"a mapping of {key} to objects, or a list of them", answer)
 
 
-class _Problems:
-    def __init__(self) -> None:
-        self.items: list[Problem] = []
-
-    def add(self, message: str) -> None:
-        if len(self.items) < _MAX_PROBLEMS:
-            # An answer has no lines: the n-th problem stands at "line" n, so none hides another.
-            self.items.append(Problem(_WHERE, len(self.items) + 1, 1, "", message))
-
-    def raise_any(self) -> None:
-        if self.items:
-            raise ConfigError(self.items)
-
-
 def _label(entries: list[dict], problem: Problem) -> str:
     """servers[2].name → "server home: name"."""
     m = _PATH.match(problem.path)
@@ -132,7 +120,7 @@ def _label(entries: list[dict], problem: Problem) -> str:
     return f"{where}: {m.group(2)}: {problem.message}" if m.group(2) else f"{where}: {problem.message}"
 
 
-def _servers(entries: list[dict], problems: _Problems) -> dict[str, tuple[Server, frozenset[str]]]:
+def _servers(entries: list[dict], problems: Problems) -> dict[str, tuple[Server, frozenset[str]]]:
     """Provided servers (without their users) checked as a config of their own: snowflake →
     (the server with every default, the keys the provider gave)."""
     if not entries:
@@ -147,7 +135,7 @@ def _servers(entries: list[dict], problems: _Problems) -> dict[str, tuple[Server
     return {s.snowflake: (s, frozenset(e) - {"snowflake", "users"}) for s, e in zip(config.servers, bare)}
 
 
-def _users(where: str, entries: list[dict], problems: _Problems) -> list[User]:
+def _users(where: str, entries: list[dict], problems: Problems) -> list[User]:
     users: dict[str, User] = {}
     for entry in entries:
         uid = entry.get("uid")
@@ -165,28 +153,11 @@ def _users(where: str, entries: list[dict], problems: _Problems) -> list[User]:
     return list(users.values())
 
 
-def _by_uid(*lists: Iterable[User]) -> tuple[User, ...]:
-    merged: dict[str, User] = {}
-    for users in lists:
-        for u in users:
-            merged[u.uid] = u
-    return tuple(merged.values())
-
-
-@dataclass(frozen=True)
-class Checked:
-    """The providers' answers checked and normalised, ready to be laid over any base: the
-    servers they give (with the keys they gave) and their users, as model objects."""
-
-    servers: Mapping[str, tuple[Server, frozenset[str]]] = field(default_factory=dict)
-    users: Mapping[str, tuple[User, ...]] = field(default_factory=dict)
-
-
-def check(base: Config, provided: Provided) -> Checked:
+def check(base: Config, provided: Provided) -> Layer:
     """The answers checked like a config (only what they give; `merge` checks the rules across
     servers). Raises ConfigError naming each problem by server and user, or BadAnswer for an
     answer of the wrong shape. Linear in the size of the answers; call it off the event loop."""
-    problems = _Problems()
+    problems = Problems()
     declared = {s.snowflake: s for s in base.servers}
     server_entries = [] if provided.servers is None else _entries(provided.servers, "snowflake", "on_get_server_data")
     own = _servers(server_entries, problems)
@@ -206,33 +177,7 @@ def check(base: Config, provided: Provided) -> Checked:
         users[snowflake] = tuple(_users(f"server {server.id}",
                                         [e if isinstance(e, dict) else {"uid": None} for e in entries], problems))
     problems.raise_any()
-    return Checked(own, users)
-
-
-def merge(base: Config, checked: Optional[Checked]) -> Config:
-    """`base` with the checked answers laid over it. Raises ConfigError if the result breaks a
-    rule across servers (a short id used twice, two defaults). Users given for a server the
-    base no longer has, and did not provide, are left out."""
-    if checked is None or not (checked.servers or checked.users):
-        return base
-    own, users = checked.servers, checked.users
-    declared = {s.snowflake for s in base.servers}
-    merged: list[Server] = []
-    for s in base.servers:
-        changes: dict[str, Any] = {}
-        if s.snowflake in own:
-            p, keys = own[s.snowflake]
-            changes = {k: getattr(p, k) for k in keys if hasattr(p, k)}
-        if s.snowflake in users:
-            changes["users"] = _by_uid(s.users, users[s.snowflake])
-        merged.append(dataclasses.replace(s, **changes) if changes else s)
-    for snowflake, (p, _) in own.items():
-        if snowflake not in declared:
-            merged.append(dataclasses.replace(p, users=_by_uid(users.get(snowflake, ()))))
-    problems = _Problems()
-    _check_across(merged, problems)
-    problems.raise_any()
-    return dataclasses.replace(base, servers=tuple(merged))
+    return Layer(own, users)
 
 
 def overlay(base: Config, provided: Optional[Provided]) -> Config:
@@ -240,17 +185,3 @@ def overlay(base: Config, provided: Optional[Provided]) -> Config:
     if provided is None or provided.empty:
         return base
     return merge(base, check(base, provided))
-
-
-def _check_across(servers: list[Server], problems: _Problems) -> None:
-    """The rules across servers that the merge may have broken: unique short ids, one default."""
-    ids: dict[str, str] = {}
-    defaults: list[str] = []
-    for s in servers:
-        if s.id in ids:
-            problems.add(f"server {s.snowflake}: id: duplicate server id {s.id!r} (also the id of server {ids[s.id]})")
-        ids.setdefault(s.id, s.snowflake)
-        if s.default:
-            defaults.append(s.id)
-    if len(defaults) > 1:
-        problems.add(f"default: only one server may be the default (servers {', '.join(defaults)})")

@@ -29,7 +29,7 @@ from dbackd.config import Config, Server
 from dbackd.config.model import DiscordOptions
 from dbackd.core.declaration import Declaration
 from dbackd.core.events import ConfigReplaced, Event, MessageSent, PresenceChanged
-from dbackd.sources.providers import Checked
+from dbackd.core.layers import Layer
 from dbackd.core.tasks import TaskSet
 from dbackd.core.world import World
 from dbackd.sources.discord import records as r
@@ -134,7 +134,7 @@ class DiscordSource:
         self._inbox: Optional[Inbox] = None
         self._wake = asyncio.Event()
         self._config_changed = True
-        self._layer: Optional[Checked] = None
+        self._layer: Optional[Layer] = None
         self._tasks = TaskSet("discord")
         self._bulk: Optional[asyncio.TimerHandle] = None
         self._session_ready = False  # the new session's READY came (its guilds may still be arriving)
@@ -419,7 +419,7 @@ class DiscordSource:
                                       new.color if live.role_color != new.color else None)
 
     # -- the declaration's discord layer --------------------------------------------
-    def _wanted_layer(self) -> Optional[Checked]:
+    def _wanted_layer(self) -> Optional[Layer]:
         config = self.world.config
         settings = config.discord
         if settings is None:
@@ -442,7 +442,7 @@ class DiscordSource:
                 taken.add(server_id)
                 servers[snowflake] = (Server(snowflake, server_id, guild.name, source="discord",
                                              discord=settings.defaults), frozenset())
-        return Checked(servers=servers)
+        return Layer(servers=servers)
 
     async def _update_layer(self) -> None:
         wanted = self._wanted_layer()

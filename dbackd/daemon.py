@@ -149,8 +149,8 @@ class Daemon:
             server = runner.server
             assert server is not None
             site = self.site
-            self._servers = await serve(sockets, self.door.wrap(lambda: site.protocol(server)), tls,
-                                        limits.handshake_timeout)
+            self._servers = await serve(sockets, self.door.wrap(lambda: site.protocol(server), tls,
+                                                                limits.handshake_timeout))
         except BaseException:  # nothing was served: stop what started, leave nothing to stop
             await runner.cleanup()
             await self.services.stop()

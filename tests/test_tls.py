@@ -122,3 +122,37 @@ async def test_certbot_live_symlinks_renewed_are_followed(start_daemon, tmp_path
     assert await peer_name(d.port, archive / "two.pem") == "two"
     assert await d.reload() is True  # what SIGHUP does after a renewal
     assert d.health()["restart_required"] == [] and d.health()["reload"]["ok"] is True
+
+
+async def test_connections_still_in_the_handshake_count_against_the_caps(start_daemon, tls_dir):
+    path = tls_dir / "dback.yaml"
+    path.write_text(config("limits: {max_connections_per_address: 3}"))
+    d = await start_daemon(path)
+    healthz = f"https://127.0.0.1:{d.port}/healthz"
+    stalled = [await asyncio.open_connection("127.0.0.1", d.port) for _ in range(3)]  # TCP only, no ClientHello
+    async with aiohttp.ClientSession() as http:
+        with pytest.raises(aiohttp.ClientError):  # refused at accept: no handshake for a fourth
+            async with http.get(healthz, ssl=trusting(tls_dir / "one.pem")) as r:
+                await r.read()
+        for _, writer in stalled:
+            writer.close()
+        for _ in range(200):  # the stalled ones are released as their close arrives
+            try:
+                async with http.get(healthz, ssl=trusting(tls_dir / "one.pem")) as r:
+                    assert r.status == 200
+                    break
+            except aiohttp.ClientError:
+                await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("the address was never let in again")
+
+
+async def test_a_client_frame_bigger_than_the_tls_read_buffer_arrives_whole(start_daemon, tls_dir):
+    path = tls_dir / "dback.yaml"
+    path.write_text(config())
+    d = await start_daemon(path)
+    async with aiohttp.ClientSession() as http:
+        client = Client(await http.ws_connect(f"wss://127.0.0.1:{d.port}/ws", ssl=trusting(tls_dir / "one.pem")))
+        await client.recv_type("server-list")
+        joined = await client.connect("a", padding="x" * 60_000)  # several TLS records, several reads
+        assert joined["type"] == "server-join"

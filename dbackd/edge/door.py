@@ -8,11 +8,16 @@ the client reads the answer rather than a reset. Refusals are logged once per wi
 with a count. An admitted connection whose first request head (up to its blank line)
 has not arrived within `limits.header_timeout` is closed: aiohttp times out idle
 connections between requests, but not every release in the supported range does so
-before the first. It knows nothing of HTTP beyond that one answer and that blank line.
+before the first. With `listen.tls` the door speaks TLS itself (asyncio's protocol, with a
+16 KiB read buffer instead of its 256 KiB), so a connection is counted at accept, before
+its handshake; one past a cap is closed at once, as no answer could be read before a
+handshake. It knows nothing of HTTP beyond that one answer and that blank line.
 """
 from __future__ import annotations
 
 import asyncio
+import ssl
+from asyncio import sslproto
 from typing import Any, Callable, Optional
 
 import structlog
@@ -36,8 +41,12 @@ class Door:
         self.on_refused = on_refused  # (reason) for each refusal, e.g. for metrics
         self._tally = Tally(LOG_WINDOW)
 
-    def wrap(self, factory: Callable[[], asyncio.Protocol]) -> Callable[[], asyncio.Protocol]:
-        return lambda: _Guarded(self, factory)
+    def wrap(self, factory: Callable[[], asyncio.Protocol], tls: Optional[ssl.SSLContext] = None,
+             handshake_timeout: float = 10.0) -> Callable[[], asyncio.BaseProtocol]:
+        """The factory for `loop.create_server` (given no `ssl`: with `tls`, the door speaks it)."""
+        if tls is None:
+            return lambda: _Guarded(self, factory)
+        return lambda: _TlsGuarded(self, factory, tls, handshake_timeout)
 
     def refused(self, peer: Optional[str], reason: str) -> None:
         if self.on_refused is not None:
@@ -48,30 +57,38 @@ class Door:
                         connections=self.peers.total)
 
 
+def _peer(door: Door, transport: asyncio.BaseTransport) -> tuple[Optional[str], bool]:
+    """The peer's address, and whether it is counted by it (a trusted proxy's clients are
+    counted by forwarded address later)."""
+    peername = transport.get_extra_info("peername")
+    peer = peername[0] if isinstance(peername, tuple) and peername else None
+    return peer, not door.world.config.listen.trusts(peer)
+
+
 class _Guarded(asyncio.Protocol):
-    """aiohttp's protocol behind the door: created only for an admitted connection."""
+    """aiohttp's protocol behind the door: created only for an admitted connection.
 
-    __slots__ = ("door", "factory", "inner", "peer", "counted_address", "transport", "_linger", "_head",
-                 "_tail")
+    `admitted`: the connection was counted already (by the TLS guard, at accept); this
+    one then keeps only the first request head's deadline."""
 
-    def __init__(self, door: Door, factory: Callable[[], asyncio.Protocol]):
+    __slots__ = ("door", "factory", "inner", "peer", "counted_address", "transport", "admitted", "_linger",
+                 "_head", "_tail")
+
+    def __init__(self, door: Door, factory: Callable[[], asyncio.Protocol], admitted: bool = False):
         self.door = door
         self.factory = factory
         self.inner: Optional[asyncio.Protocol] = None
         self.peer: Optional[str] = None
         self.counted_address = True
         self.transport: Optional[asyncio.BaseTransport] = None
+        self.admitted = admitted
         self._linger: Optional[asyncio.TimerHandle] = None
         self._head: Optional[asyncio.TimerHandle] = None  # the first request head's deadline
         self._tail = b""  # the last bytes seen while looking for the head's end
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        peername = transport.get_extra_info("peername")
-        self.peer = peername[0] if isinstance(peername, tuple) and peername else None
-        peers = self.door.peers
-        # A trusted proxy carries many clients: they are counted by forwarded address later.
-        self.counted_address = not self.door.world.config.listen.trusts(self.peer)
-        reason = peers.admit(self.peer, self.counted_address)
+        self.peer, self.counted_address = _peer(self.door, transport)
+        reason = None if self.admitted else self.door.peers.admit(self.peer, self.counted_address)
         if reason is not None:
             self.door.refused(self.peer, reason)
             self.transport = transport
@@ -116,7 +133,8 @@ class _Guarded(asyncio.Protocol):
             if self._linger is not None:
                 self._linger.cancel()
             return
-        self.door.peers.release(self.peer, self.counted_address)
+        if not self.admitted:
+            self.door.peers.release(self.peer, self.counted_address)
         self.inner.connection_lost(exc)
 
     def pause_writing(self) -> None:
@@ -132,3 +150,68 @@ class _Guarded(asyncio.Protocol):
         if inner is None:
             raise AttributeError(name)
         return getattr(inner, name)
+
+
+class _SmallTls(sslproto.SSLProtocol):
+    """asyncio's TLS protocol with a 16 KiB read buffer instead of 256 KiB: one TLS record
+    at most is 16 KiB, and a socket that sits idle should not hold a quarter MiB."""
+
+    max_size = 16 * 1024
+
+
+class _TlsGuarded(asyncio.BufferedProtocol):
+    """A TLS connection behind the door: counted (or refused) at accept, before its handshake,
+    so stalled handshakes take up an address's and the total's room like any connection.
+    The handshake and the encryption are asyncio's; aiohttp's protocol sits inside, behind a
+    `_Guarded` that keeps the first request head's deadline."""
+
+    __slots__ = ("door", "factory", "context", "handshake_timeout", "peer", "counted_address", "tls")
+
+    def __init__(self, door: Door, factory: Callable[[], asyncio.Protocol], context: ssl.SSLContext,
+                 handshake_timeout: float):
+        self.door = door
+        self.factory = factory
+        self.context = context
+        self.handshake_timeout = handshake_timeout
+        self.peer: Optional[str] = None
+        self.counted_address = True
+        self.tls: Optional[_SmallTls] = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.peer, self.counted_address = _peer(self.door, transport)
+        reason = self.door.peers.admit(self.peer, self.counted_address)
+        if reason is not None:
+            # No handshake is begun, so a plain answer could not be read: the client sees a closed connection.
+            self.door.refused(self.peer, reason)
+            transport.abort()
+            return
+        inner = _Guarded(self.door, self.factory, admitted=True)
+        self.tls = _SmallTls(asyncio.get_running_loop(), inner, self.context, None, server_side=True,
+                             ssl_handshake_timeout=self.handshake_timeout)
+        self.tls.connection_made(transport)
+
+    def get_buffer(self, sizehint: int) -> Any:
+        if self.tls is None:
+            return bytearray(1)  # only for a refused connection, which is being aborted
+        return self.tls.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self.tls is not None:
+            self.tls.buffer_updated(nbytes)
+
+    def eof_received(self) -> Optional[bool]:
+        return self.tls.eof_received() if self.tls is not None else None
+
+    def connection_lost(self, exc: Optional[BaseException]) -> None:
+        if self.tls is None:
+            return
+        self.door.peers.release(self.peer, self.counted_address)
+        self.tls.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        if self.tls is not None:
+            self.tls.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.tls is not None:
+            self.tls.resume_writing()

@@ -2,12 +2,12 @@
 
 Binds every address a host name resolves to (as asyncio's create_server does), with
 SO_REUSEADDR, and SO_REUSEPORT when asked (several processes sharing one port), and
-serves them with a protocol factory (aiohttp's, behind the door). With `listen.tls` the
-sockets speak TLS: the certificate and key are loaded into a new context whenever the
-config is replaced and the files changed (a renewal is picked up by the reload that
-follows their edit), and each new connection is handed the newest context during its
-handshake; connections already open keep theirs. It binds, listens and holds the TLS
-context; it knows nothing of HTTP.
+serves them with a protocol factory (aiohttp's, behind the door, which also speaks TLS
+when asked, so that a connection is counted before its handshake). With `listen.tls` the
+certificate and key are loaded into a new context whenever the config is replaced and the
+files changed (a renewal is picked up by the reload that follows their edit), and each new
+connection is handed the newest context during its handshake; connections already open
+keep theirs. It binds, listens and holds the TLS context; it knows nothing of HTTP.
 """
 from __future__ import annotations
 
@@ -61,15 +61,14 @@ def bind(host: Optional[str], port: int, reuse_port: bool = False, backlog: int 
     return sockets
 
 
-async def serve(sockets: list[socket.socket], factory: Callable[[], asyncio.Protocol],
-                tls: Optional[ssl.SSLContext], handshake_timeout: float) -> list[asyncio.AbstractServer]:
-    """Start accepting on bound sockets; close the servers it returns to stop."""
+async def serve(sockets: list[socket.socket], factory: Callable[[], asyncio.BaseProtocol]) -> list[asyncio.AbstractServer]:
+    """Start accepting on bound sockets; close the servers it returns to stop. TLS, when asked,
+    is spoken by the protocol `factory` makes (the door's), so a connection is counted at accept."""
     loop = asyncio.get_running_loop()
     servers: list[asyncio.AbstractServer] = []
     try:
         for sock in sockets:
-            servers.append(await loop.create_server(factory, sock=sock, backlog=BACKLOG, ssl=tls,
-                                                    ssl_handshake_timeout=handshake_timeout if tls else None))
+            servers.append(await loop.create_server(factory, sock=sock, backlog=BACKLOG))
     except BaseException:
         for server in servers:
             server.close()

@@ -47,7 +47,7 @@ from dbackd.edge.websocket import SocketEndpoint
 from dbackd.core.world import World
 
 if TYPE_CHECKING:
-    from dbackd.sources.discord import DiscordSource
+    from dbackd.sources.discord.source import DiscordSource
     from dbackd.sources.simulation import SimulationService
 
 log = structlog.get_logger("dbackd")

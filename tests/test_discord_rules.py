@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from aiohttp import web
 
-from dbackd.config.model import DiscordOptions
+from dbackd.sources.discord.settings import DiscordOptions
 from dbackd.sources.discord import endpoints
 from dbackd.sources.discord.mapping import REDACTED, channel_allowed, color_of, eligible, message_text, status_of
 from dbackd.sources.discord.records import MemberRec, MessageRec

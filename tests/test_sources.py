@@ -33,3 +33,21 @@ async def test_every_source_is_read_at_scrape_time(start_daemon, http):
     async with http.get(f"http://127.0.0.1:{d.port}/metrics") as r:
         text = await r.text()
     assert "dbackd_discord_connected 0.0" in text  # the Discord source's own family, though it is off
+
+
+def test_a_sources_options_are_read_by_its_own_package():
+    import dataclasses
+
+    from dbackd.config import Config, Server, load_data
+    from dbackd.sources.discord.settings import Discord, DiscordOptions, options_of, settings_of
+
+    config = load_data({"discord": {"bot_token": "x" * 40, "messages": "off"},
+                        "servers": [{"snowflake": "100000000000000001", "id": "live", "source": "discord",
+                                     "max_actors": 5},
+                                    {"snowflake": "2", "id": "plain", "name": "Plain"}]})
+    assert isinstance(settings_of(config), Discord) and settings_of(config).defaults.messages == "off"
+    live, plain = config.servers
+    assert options_of(live) == DiscordOptions(messages="off", max_actors=5)
+    assert options_of(plain) is None and plain.options is None
+    core_fields = {f.name for f in dataclasses.fields(Server)} | {f.name for f in dataclasses.fields(Config)}
+    assert "discord" not in core_fields

@@ -8,6 +8,7 @@ import json
 from typing import Any, Optional
 
 from dbackd.config import Config, Server
+from dbackd.config.sections import sections
 from dbackd.core.events import ClientIdChanged, Event, MessageSent, PresenceChanged
 from dbackd.core.layers import Layer
 from dbackd.core.world import UserState
@@ -45,7 +46,7 @@ def decode(server: str, text: str) -> Event:
 
 
 def layer_text(layer: Optional[Layer]) -> str:
-    """A source's layer of the declaration (the Discord gateway's guild names and auto servers)."""
+    """A source's layer of the declaration (servers it names or adds: a guild's name, auto servers)."""
     if layer is None:
         return ""
     servers = {sf: [server.id, server.name, sorted(keys), server.source] for sf, (server, keys) in layer.servers.items()}
@@ -53,14 +54,14 @@ def layer_text(layer: Optional[Layer]) -> str:
 
 
 def layer_from(text: str, config: Config) -> Optional[Layer]:
-    """The layer back, its discord servers with the config's `discord` defaults."""
+    """The layer back; a server of a source's section takes that section's defaults in this node's config."""
     if not text:
         return None
-    defaults = config.discord.defaults if config.discord is not None else None
     servers = {}
     for sf, (server_id, name, keys, source) in json.loads(text).items():
-        server = Server(sf, server_id, name, source=source, discord=defaults if source == "discord" else None)
-        servers[sf] = (server, frozenset(keys))
+        section, settings = sections().get(source), config.section(source)
+        options = section.options({}, settings) if section is not None and settings is not None else None
+        servers[sf] = (Server(sf, server_id, name, source=source, options=options), frozenset(keys))
     return Layer(servers=servers)
 
 

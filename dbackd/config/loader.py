@@ -14,14 +14,15 @@ from collections import Counter
 from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping, Optional
-from urllib.parse import urlsplit
 
 from dbackd.config import schema as _schema
 from dbackd.config import simulation as _simulation
 from dbackd.config.environment import Environment
 from dbackd.config.errors import ConfigError, Problem
 from dbackd.config.paths import located
-from dbackd.config.model import DISCORD_OPTIONS, Config, Mount, build, effective_oauth, normalise_prefix
+from dbackd.config.checks import check_secret, is_loopback
+from dbackd.config.model import Config, Mount, build, effective_oauth, normalise_prefix
+from dbackd.config.sections import sections
 from dbackd.config.source import Source, parse
 from dbackd.config.values import seconds
 
@@ -126,7 +127,7 @@ def _check_rules(source: Source, base_dir: Path) -> tuple[list[Problem], list[st
                      'passworded (the d-zone frontend asks for it again after every error until it has a world)')
 
     _check_oauth_blocks(source, data, servers, problems)
-    _check_discord(source, data, servers, problems, notes)
+    _check_sections(source, data, servers, problems, notes)
     _check_cluster(source, data, problems)
     api = data.get("api") if isinstance(data.get("api"), dict) else {}
     for i, token in enumerate(_list(api.get("tokens"))):
@@ -205,19 +206,6 @@ def _check_limits(source: Source, data: dict, problems: list[Problem]) -> None:
 _SECRETS = {"client_secret": "DISCORD_CLIENT_SECRET", "bot_token": "DISCORD_BOT_TOKEN"}
 
 
-def _check_secret(source: Source, path: tuple, value: Any, var: str, problems: list[Problem]) -> None:
-    """A secret comes from the environment (or a credential), never from the file itself."""
-    # Plain data given from Python has no file to leak from, so it may carry the secret.
-    if not isinstance(value, str) or source.file == "<dict>":
-        return
-    if path not in source.from_env:
-        problems.append(source.problem(path, f"a secret must not be written in the file: write "
-                                             f"`{path[-1]}: ${{{var}}}` and set {var} in the environment"))
-    elif path in source.env_defaulted:
-        problems.append(source.problem(path, "the secret came from the default after `:-`, which is "
-                                             "written in the file: drop the default and set the variable"))
-
-
 def _check_oauth_blocks(source: Source, data: dict, servers: list[dict], problems: list[Problem]) -> None:
     """Each oauth block on its own: secrets only from the environment, a timeout above 0."""
     blocks = [(("oauth",), data.get("oauth"))]
@@ -226,7 +214,7 @@ def _check_oauth_blocks(source: Source, data: dict, servers: list[dict], problem
         if not isinstance(block, dict):
             continue
         for key, var in _SECRETS.items():
-            _check_secret(source, base + (key,), block.get(key), var, problems)
+            check_secret(source, base + (key,), block.get(key), var, problems)
         timeout = block.get("timeout")
         try:
             if timeout is not None and seconds(timeout) <= 0:
@@ -249,42 +237,14 @@ def _check_cluster(source: Source, data: dict, problems: list[Problem]) -> None:
                                                                  "write `redis: ${REDIS_URL}` and set REDIS_URL"))
 
 
-# Privileged intents, as the Developer Portal names them (Bot → Privileged Gateway Intents).
-MEMBERS_INTENT, PRESENCE_INTENT, CONTENT_INTENT = "Server Members Intent", "Presence Intent", "Message Content Intent"
-
-
-def _check_discord(source: Source, data: dict, servers: list[dict], problems: list[Problem], notes: list[str]) -> None:
-    """The `discord` block and the servers that take their members from it."""
-    block = data.get("discord") if isinstance(data.get("discord"), dict) else None
-    if block is not None:
-        _check_secret(source, ("discord", "bot_token"), block.get("bot_token"), "DISCORD_BOT_TOKEN", problems)
-        api_base = block.get("api_base")
-        if isinstance(api_base, str) and api_base.startswith("http://") and not _is_loopback(api_base):
-            notes.append("discord: `api_base` is not https, so the bot token would cross the network in clear")
-    auto = bool(block and block.get("auto_servers") is True)
-    content: list[str] = []
-    for i, s in enumerate(servers):
-        if s.get("source") != "discord":
-            given = [k for k in DISCORD_OPTIONS if k in s]
-            if given:
-                notes.append(f"server {s.get('id')}: {', '.join(given)} apply only to `source: discord` servers")
-            continue
-        if block is None:
-            problems.append(source.problem(("servers", i, "source"), "a discord server needs the top-level `discord` "
-                                           "block with `bot_token: ${DISCORD_BOT_TOKEN}`"))
-        for key in ("users", "simulation"):
-            if s.get(key):
-                problems.append(source.problem(("servers", i, key), f"a discord server's members come from the guild: "
-                                               f"`{key}` cannot be given"))
-        if s.get("messages", (block or {}).get("messages")) == "content":
-            content.append(str(s.get("id")))
-    if block is not None and ([s for s in servers if s.get("source") == "discord"] or auto):
-        if auto and block.get("messages") == "content":
-            content.append("the auto servers")
-        needed = [MEMBERS_INTENT, PRESENCE_INTENT] + ([CONTENT_INTENT] if content else [])
-        why = f" ({CONTENT_INTENT} for messages: content in {', '.join(content)})" if content else ""
-        notes.append(f"discord: enable {', '.join(needed)} for the bot in the Developer Portal "
-                     f"(Bot → Privileged Gateway Intents){why}")
+def _check_sections(source: Source, data: dict, servers: list[dict], problems: list[Problem], notes: list[str]) -> None:
+    """Each source's section (config/sections.py): its per-server keys on other servers, then its own rules."""
+    for key, section in sections().items():
+        for s in servers:
+            given = [k for k in section.server_keys if k in s]
+            if s.get("source") != key and given:
+                notes.append(f"server {s.get('id')}: {', '.join(given)} apply only to `source: {key}` servers")
+        section.check(source, data, servers, problems, notes)
 
 
 def _check_access(source: Source, data: dict, i: int, s: dict, problems: list[Problem], notes: list[str]) -> None:
@@ -324,18 +284,8 @@ def _check_access(source: Source, data: dict, i: int, s: dict, problems: list[Pr
     if not oauth.get("client_id"):
         notes.append(f"{name}: no `oauth.client_id`, so clients are not told which Discord application to log in with")
     api_base = oauth.get("api_base")
-    if isinstance(api_base, str) and api_base.startswith("http://") and not _is_loopback(api_base):
+    if isinstance(api_base, str) and api_base.startswith("http://") and not is_loopback(api_base):
         notes.append(f"{name}: `oauth.api_base` is not https, so login tokens would cross the network in clear")
-
-
-def _is_loopback(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _list(value: Any) -> list:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from dbackd.config.generated import generated_users
+from dbackd.config.sections import sections
 from dbackd.config.paths import located
 from dbackd.config.values import STATUSES, seconds, time_of_day
 
@@ -164,38 +165,6 @@ class Simulation:
     generated: int = 0  # how many of the server's users `generate` made
 
 
-# The per-server keys of a `source: discord` server (a server's own replace the `discord` block's).
-DISCORD_OPTIONS = ("messages", "message_max_length", "listen_channels", "ignore_channels", "ignore_users",
-                   "include_roles", "exclude_roles", "include_bots", "hide_offline", "max_actors")
-
-
-@dataclass(frozen=True)
-class DiscordOptions:
-    """A `source: discord` server's effective options: the `discord` block's, its own keys over them."""
-
-    messages: str = "redact"  # content | redact | off
-    message_max_length: int = 200
-    listen_channels: tuple[str, ...] = ()  # ids or names
-    ignore_channels: tuple[str, ...] = ()
-    ignore_users: tuple[str, ...] = ()
-    include_roles: tuple[str, ...] = ()  # ids or names
-    exclude_roles: tuple[str, ...] = ()
-    include_bots: bool = False
-    hide_offline: bool = False
-    max_actors: Optional[int] = None  # None: every member
-
-
-@dataclass(frozen=True)
-class Discord:
-    """The `discord` block: the bot that connects to the gateway, and every discord server's defaults."""
-
-    bot_token: str = field(repr=False)
-    api_base: str = "https://discord.com/api/v10"  # without a trailing slash
-    auto_servers: bool = False
-    timeout: float = 10.0
-    defaults: DiscordOptions = DiscordOptions()
-
-
 @dataclass(frozen=True)
 class Server:
     snowflake: str
@@ -208,9 +177,9 @@ class Server:
     oauth: OAuth = OAuth()
     access: AccessRules = AccessRules()
     simulation: Optional[Simulation] = None  # None: not simulated
-    source: str = "config"  # or "discord": the members are the guild's, live
-    discord: Optional[DiscordOptions] = None  # for source "discord"
-    named: bool = True  # False: the config gave no name (a discord server takes its guild's)
+    source: str = "config"  # or the key of a source's section (config/sections.py): its members are that source's
+    options: Any = None  # a section's server: the options its source reads (its keys over the section's defaults)
+    named: bool = True  # False: the config gave no name (a source's server may take the name it finds)
 
     @property
     def gate(self) -> tuple:
@@ -349,12 +318,19 @@ class Config:
     websocket: WebSocket = WebSocket()
     metrics: MetricsEndpoint = MetricsEndpoint()
     api: Api = Api()
-    discord: Optional[Discord] = None
+    sections: tuple[tuple[str, Any], ...] = ()  # (key, settings) of each source's section given (config/sections.py)
     cluster: Optional[Cluster] = None
     workers: int = 1
     file: Optional[str] = None  # where it was read from; None for a dict
     includes: tuple[Path, ...] = ()  # other files it read (corpus files), followed by reloads
     notes: tuple[str, ...] = field(default=(), compare=False)  # warnings worth showing in `check`
+
+    def section(self, key: str) -> Any:
+        """The settings of a source's section (the model of the source's package), or None if not given."""
+        for name, settings in self.sections:
+            if name == key:
+                return settings
+        return None
 
     def server(self, ref: Optional[str]) -> Optional[Server]:
         """Find a server by short id, "default", or guild snowflake (lenient, as the protocol asks)."""
@@ -429,8 +405,8 @@ def build(data: Mapping[str, Any], base_dir: Path, file: Optional[str], notes: t
     the server is not simulated), as config/simulation.py resolves them.
     """
     sims = simulations or [None] * len(data["servers"])
-    discord = _discord(data.get("discord"))
-    servers = tuple(_server(s, sim, data["oauth"], discord) for s, sim in zip(data["servers"], sims))
+    given = tuple((key, section.settings(data[key])) for key, section in sections().items() if data.get(key))
+    servers = tuple(_server(s, sim, data["oauth"], dict(given)) for s, sim in zip(data["servers"], sims))
     static = tuple(
         Mount(
             path=normalise_prefix(m["path"]),
@@ -460,25 +436,12 @@ def build(data: Mapping[str, Any], base_dir: Path, file: Optional[str], notes: t
             max_body_bytes=data["api"]["max_body_bytes"],
             rate=ApiRate(float(data["api"]["rate"]["per_second"]), data["api"]["rate"]["burst"]),
         ),
-        discord=discord,
+        sections=given,
         cluster=_cluster(data.get("cluster")),
         workers=data["workers"],
         file=file,
         notes=notes,
     )
-
-
-def _options(block: Mapping[str, Any], over: Optional[DiscordOptions] = None) -> DiscordOptions:
-    """Discord options from a block's keys; keys it does not give come from `over` (the defaults)."""
-    base = over or DiscordOptions()
-    given: dict[str, Any] = {}
-    for key in DISCORD_OPTIONS:
-        if key in block:
-            value = block[key]
-            if key == "messages" and value is False:
-                value = "off"  # YAML's reading of a bare `off`
-            given[key] = tuple(value) if isinstance(value, list) else value
-    return dataclasses.replace(base, **given)
 
 
 def _cluster(block: Optional[Mapping[str, Any]]) -> Optional[Cluster]:
@@ -488,15 +451,8 @@ def _cluster(block: Optional[Mapping[str, Any]]) -> Optional[Cluster]:
                    lease=seconds(block["lease"]), timeout=seconds(block["timeout"]))
 
 
-def _discord(block: Optional[Mapping[str, Any]]) -> Optional[Discord]:
-    if not block:
-        return None
-    return Discord(bot_token=block["bot_token"], api_base=block["api_base"].rstrip("/"),
-                   auto_servers=block["auto_servers"], timeout=seconds(block["timeout"]), defaults=_options(block))
-
-
 def _server(s: Mapping[str, Any], sim: Optional[Mapping[str, Any]], top_oauth: Mapping[str, Any],
-            discord: Optional[Discord] = None) -> Server:
+            settings: Mapping[str, Any]) -> Server:
     users = [User(uid=u["uid"], username=u["username"], status=u["status"], role_color=u["roleColor"].lower())
              for u in s["users"]]
     simulation = None
@@ -508,6 +464,7 @@ def _server(s: Mapping[str, Any], sim: Optional[Mapping[str, Any]], top_oauth: M
         users += generated
         simulation = build_simulation(sim, generated=len(generated))
     source = s.get("source", "config")
+    section = sections().get(source)
     return Server(
         snowflake=s["snowflake"],
         id=s["id"],
@@ -525,7 +482,7 @@ def _server(s: Mapping[str, Any], sim: Optional[Mapping[str, Any]], top_oauth: M
         ),
         simulation=simulation,
         source=source,
-        discord=_options(s, discord.defaults if discord else None) if source == "discord" else None,
+        options=section.options(s, settings.get(source)) if section is not None else None,
         named="name" in s,
     )
 

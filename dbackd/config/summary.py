@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dbackd.config.loader import EMBEDDED_NAME
 from dbackd.config.model import Config, Server
+from dbackd.config.sections import sections
 
 
 def summary(config: Config) -> str:
@@ -16,17 +17,17 @@ def summary(config: Config) -> str:
     api = config.api
     lines.append(f"api      on at /api/, {len(api.tokens)} token{'s' if len(api.tokens) != 1 else ''}, "
                  f"{api.rate.per_second:g} requests/s (burst {api.rate.burst}) each" if api.enabled else "api      off")
-    if config.discord is not None:
-        d = config.discord
-        lines.append(f"discord  bot at {d.api_base}" + (", every guild it is in (auto_servers)" if d.auto_servers else ""))
+    for key, settings in config.sections:
+        lines += sections()[key].summary(settings)
     lines.append(f"servers  {len(config.servers)}")
     width_id = max((len(s.id) for s in config.servers), default=0)
     width_name = max((len(s.name) for s in config.servers), default=0)
     for s in config.servers:
         n = len(s.users)
         flags = []
-        if s.discord is not None:
-            lines.append(f"  {s.id:<{width_id}}  {s.name:<{width_name}}  {s.snowflake:>20}  {_live(s)}")
+        section = sections().get(s.source)
+        if section is not None:
+            lines.append(f"  {s.id:<{width_id}}  {s.name:<{width_name}}  {s.snowflake:>20}  {section.describe(s)}")
             continue
         if s.default:
             flags.append("default")
@@ -36,22 +37,6 @@ def summary(config: Config) -> str:
                      f"{n:>4} user{'s' if n != 1 else ' '}  {'  '.join(flags)}".rstrip())
     lines += [f"note: {note}" for note in config.notes]
     return "\n".join(lines)
-
-
-def _live(s: Server) -> str:
-    """A discord server: where its members come from, and the options that shape them."""
-    o = s.discord
-    assert o is not None
-    parts = [f"members from the guild, live; messages: {o.messages}"]
-    if o.max_actors:
-        parts.append(f"at most {o.max_actors} shown")
-    if o.hide_offline:
-        parts.append("offline hidden")
-    if not s.named:
-        parts.append("named by the guild")
-    if s.default:
-        parts.append("default")
-    return "; ".join(parts)
 
 
 def _private(s: Server) -> str:

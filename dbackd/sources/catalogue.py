@@ -6,7 +6,7 @@ loops over the list for everything else. Nothing here runs anything.
 from __future__ import annotations
 
 from dbackd.sources.base import Needs, Source
-from dbackd.sources.discord import DiscordSource
+from dbackd.sources.discord.source import DiscordSource
 from dbackd.sources.simulation import SimulationService
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from dbackd.config.model import DiscordOptions
+from dbackd.sources.discord.settings import DiscordOptions
 from dbackd.sources.discord.records import MemberRec, MessageRec
 
 DEFAULT_COLOR = "#99aab5"  # Discord's colour for a member without a coloured role

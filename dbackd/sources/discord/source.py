@@ -26,7 +26,6 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 
 from dbackd.core import bulk
 from dbackd.config import Config, Server
-from dbackd.config.model import DiscordOptions
 from dbackd.core.declaration import Declaration
 from dbackd.core.events import ConfigReplaced, Event, MessageSent, PresenceChanged
 from dbackd.core.layers import Layer
@@ -36,6 +35,7 @@ from dbackd.sources.discord import records as r
 from dbackd.sources.discord.gateway import Wants
 from dbackd.sources.discord.process import GatewayProcess
 from dbackd.sources.discord.mapping import channel_allowed, message_text
+from dbackd.sources.discord.settings import KEY, DiscordOptions, options_of, settings_of
 from dbackd.sources.discord.view import Change, View
 
 log = structlog.get_logger("dbackd.discord")
@@ -44,7 +44,7 @@ INBOX_LIMIT = 200_000  # records waiting for the loop; past it, deltas are dropp
 EVENTS_PER_SLICE = 500  # world events between two yields to the event loop
 MEMBERS_PER_SLICE = 250  # members of a snapshot taken between two yields
 BULK_WINDOW = 300.0  # seconds a session's initial load may keep the cycle collector paused, at most
-LAYER = "discord"
+LAYER = KEY  # the declaration layer of the guilds' names and auto servers
 
 
 class Inbox:
@@ -93,9 +93,10 @@ class Guild:
 
 
 def wants_of(config: Config) -> Wants:
-    servers = [s.discord for s in config.servers if s.discord is not None]
-    defaults = config.discord.defaults if config.discord else DiscordOptions()
-    if config.discord is not None and config.discord.auto_servers:
+    servers = [o for o in map(options_of, config.servers) if o is not None]
+    settings = settings_of(config)
+    defaults = settings.defaults if settings else DiscordOptions()
+    if settings is not None and settings.auto_servers:
         servers.append(defaults)
     # Ordinary messages are always asked for (not privileged), so a reload between redact and
     # off never reconnects; the message content only when a server shows it.
@@ -166,7 +167,7 @@ class DiscordSource:
             self._wake.set()
 
     async def _connect(self, config: Config) -> None:
-        settings = config.discord
+        settings = settings_of(config)
         assert settings is not None and self._inbox is not None
         self._gateway = GatewayProcess(settings.bot_token, settings.api_base, settings.timeout, wants_of(config),
                                        self._inbox.post)
@@ -212,7 +213,7 @@ class DiscordSource:
     async def _follow_config(self) -> None:
         """The world took a new config: reconnect only when the connection itself must change."""
         config = self.world.config
-        settings = config.discord
+        settings = settings_of(config)
         gateway = self._gateway
         if settings is None:
             if gateway is not None:
@@ -227,11 +228,11 @@ class DiscordSource:
                 await self._disconnect()
             self.guilds.clear()
             await self._connect(config)
-        servers = {s.snowflake: s for s in config.servers if s.discord is not None}
+        servers = {s.snowflake: s for s in config.servers if options_of(s) is not None}
         for snowflake in [sf for sf in self.views if sf not in servers]:
             del self.views[snowflake]  # the world removed the server with its users
         for snowflake, server in servers.items():
-            options = server.discord
+            options = options_of(server)
             assert options is not None
             view = self.views.get(snowflake)
             if view is None:
@@ -296,7 +297,7 @@ class DiscordSource:
         elif isinstance(record, r.Failed):
             self._end_bulk()
             self._set_state("failed", record.message)
-            servers = sorted(s.id for s in self.world.config.servers if s.discord is not None)
+            servers = sorted(s.id for s in self.world.config.servers if options_of(s) is not None)
             log.error("discord.failed", kind=record.kind, error=record.message, servers=servers)
 
     async def _connected(self, record: r.Connected) -> None:
@@ -317,7 +318,7 @@ class DiscordSource:
         if self.state != "ready":
             return
         missing = tuple(s.id for s in self.world.config.servers
-                        if s.discord is not None and s.snowflake not in self.guilds
+                        if options_of(s) is not None and s.snowflake not in self.guilds
                         and s.snowflake not in self.member_of)
         for server_id in set(missing) - set(self.missing):
             server = self.world.config.server(server_id)
@@ -421,14 +422,14 @@ class DiscordSource:
     # -- the declaration's discord layer --------------------------------------------
     def _wanted_layer(self) -> Optional[Layer]:
         config = self.world.config
-        settings = config.discord
+        settings = settings_of(config)
         if settings is None:
             return None
         base = {s.snowflake: s for s in self.declaration.base.servers}
         servers: dict[str, tuple[Server, frozenset[str]]] = {}
         for snowflake, server in base.items():
             guild = self.guilds.get(snowflake)
-            if server.discord is not None and not server.named and guild is not None:
+            if options_of(server) is not None and not server.named and guild is not None:
                 servers[snowflake] = (Server(snowflake, server.id, guild.name), frozenset({"name"}))
         if settings.auto_servers:
             taken = {s.id for s in base.values()}
@@ -440,8 +441,8 @@ class DiscordSource:
                 kept = previous.get(snowflake)
                 server_id = kept[0].id if kept is not None and kept[0].id not in taken else short_id(guild.name, taken)
                 taken.add(server_id)
-                servers[snowflake] = (Server(snowflake, server_id, guild.name, source="discord",
-                                             discord=settings.defaults), frozenset())
+                servers[snowflake] = (Server(snowflake, server_id, guild.name, source=KEY,
+                                             options=settings.defaults), frozenset())
         return Layer(servers=servers)
 
     async def _update_layer(self) -> None:
@@ -475,13 +476,13 @@ class DiscordSource:
             bulk.end()
 
     def health(self) -> Optional[dict[str, Any]]:
-        return self.status() if self.world.config.discord is not None else None
+        return self.status() if settings_of(self.world.config) is not None else None
 
     def status(self) -> dict[str, Any]:
         """For /healthz: the connection, and each discord server's guild as the source knows it."""
         servers = {}
         for s in self.world.config.servers:
-            if s.discord is None:
+            if options_of(s) is None:
                 continue
             guild = self.guilds.get(s.snowflake)
             view = self.views.get(s.snowflake)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Iterable, Optional
 
-from dbackd.config.model import DiscordOptions
+from dbackd.sources.discord.settings import DiscordOptions
 from dbackd.sources.discord.mapping import eligible
 from dbackd.sources.discord.records import MemberRec
 

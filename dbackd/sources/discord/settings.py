@@ -1,0 +1,142 @@
+"""The `discord` section of the config: the bot, every discord server's defaults, and each one's options.
+
+Owned by the Discord source and read by it alone; the config's core model names no
+source. The schema fragment is the `discord` key of the one schema file (so its errors
+keep their FILE:LINE:COL); this module turns the validated block into `Discord`, gives a
+`source: discord` server its `DiscordOptions` (its own keys over the block's), adds the
+rules the schema cannot say, and the lines `dbackd check` prints. It never shows the token.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional
+
+from dbackd.config import Config, Problem, Server
+from dbackd.config.checks import check_secret, is_loopback
+from dbackd.config.source import Source
+from dbackd.config.values import seconds
+
+KEY = "discord"  # the top-level key, the `source:` of its servers, the source's name
+
+# The per-server keys of a `source: discord` server (a server's own replace the `discord` block's).
+DISCORD_OPTIONS = ("messages", "message_max_length", "listen_channels", "ignore_channels", "ignore_users",
+                   "include_roles", "exclude_roles", "include_bots", "hide_offline", "max_actors")
+
+# Privileged intents, as the Developer Portal names them (Bot → Privileged Gateway Intents).
+MEMBERS_INTENT, PRESENCE_INTENT, CONTENT_INTENT = "Server Members Intent", "Presence Intent", "Message Content Intent"
+
+
+@dataclass(frozen=True)
+class DiscordOptions:
+    """A `source: discord` server's effective options: the `discord` block's, its own keys over them."""
+
+    messages: str = "redact"  # content | redact | off
+    message_max_length: int = 200
+    listen_channels: tuple[str, ...] = ()  # ids or names
+    ignore_channels: tuple[str, ...] = ()
+    ignore_users: tuple[str, ...] = ()
+    include_roles: tuple[str, ...] = ()  # ids or names
+    exclude_roles: tuple[str, ...] = ()
+    include_bots: bool = False
+    hide_offline: bool = False
+    max_actors: Optional[int] = None  # None: every member
+
+
+@dataclass(frozen=True)
+class Discord:
+    """The `discord` block: the bot that connects to the gateway, and every discord server's defaults."""
+
+    bot_token: str = field(repr=False)
+    api_base: str = "https://discord.com/api/v10"  # without a trailing slash
+    auto_servers: bool = False
+    timeout: float = 10.0
+    defaults: DiscordOptions = DiscordOptions()
+
+
+def settings_of(config: Config) -> Optional[Discord]:
+    """The config's `discord` block, or None without one."""
+    return config.section(KEY)
+
+
+def options_of(server: Server) -> Optional[DiscordOptions]:
+    """A discord server's options; None for a server of another source."""
+    return server.options if server.source == KEY else None
+
+
+def _options(block: Mapping[str, Any], over: Optional[DiscordOptions] = None) -> DiscordOptions:
+    """Discord options from a block's keys; keys it does not give come from `over` (the defaults)."""
+    base = over or DiscordOptions()
+    given: dict[str, Any] = {}
+    for key in DISCORD_OPTIONS:
+        if key in block:
+            value = block[key]
+            if key == "messages" and value is False:
+                value = "off"  # YAML's reading of a bare `off`
+            given[key] = tuple(value) if isinstance(value, list) else value
+    return dataclasses.replace(base, **given)
+
+
+class _Section:
+    key = KEY
+    server_keys = DISCORD_OPTIONS
+
+    def settings(self, block: Mapping[str, Any]) -> Discord:
+        return Discord(bot_token=block["bot_token"], api_base=block["api_base"].rstrip("/"),
+                       auto_servers=block["auto_servers"], timeout=seconds(block["timeout"]), defaults=_options(block))
+
+    def options(self, server: Mapping[str, Any], settings: Optional[Discord]) -> DiscordOptions:
+        return _options(server, settings.defaults if settings else None)
+
+    def check(self, source: Source, data: dict, servers: list[dict], problems: list[Problem],
+              notes: list[str]) -> None:
+        """The `discord` block and the servers that take their members from it."""
+        block = data.get(KEY) if isinstance(data.get(KEY), dict) else None
+        if block is not None:
+            check_secret(source, (KEY, "bot_token"), block.get("bot_token"), "DISCORD_BOT_TOKEN", problems)
+            api_base = block.get("api_base")
+            if isinstance(api_base, str) and api_base.startswith("http://") and not is_loopback(api_base):
+                notes.append("discord: `api_base` is not https, so the bot token would cross the network in clear")
+        auto = bool(block and block.get("auto_servers") is True)
+        content: list[str] = []
+        for i, s in enumerate(servers):
+            if s.get("source") != KEY:
+                continue
+            if block is None:
+                problems.append(source.problem(("servers", i, "source"), "a discord server needs the top-level "
+                                               "`discord` block with `bot_token: ${DISCORD_BOT_TOKEN}`"))
+            for key in ("users", "simulation"):
+                if s.get(key):
+                    problems.append(source.problem(("servers", i, key), f"a discord server's members come from the "
+                                                   f"guild: `{key}` cannot be given"))
+            if s.get("messages", (block or {}).get("messages")) == "content":
+                content.append(str(s.get("id")))
+        if block is not None and ([s for s in servers if s.get("source") == KEY] or auto):
+            if auto and block.get("messages") == "content":
+                content.append("the auto servers")
+            needed = [MEMBERS_INTENT, PRESENCE_INTENT] + ([CONTENT_INTENT] if content else [])
+            why = f" ({CONTENT_INTENT} for messages: content in {', '.join(content)})" if content else ""
+            notes.append(f"discord: enable {', '.join(needed)} for the bot in the Developer Portal "
+                         f"(Bot → Privileged Gateway Intents){why}")
+
+    def summary(self, settings: Discord) -> list[str]:
+        return [f"discord  bot at {settings.api_base}"
+                + (", every guild it is in (auto_servers)" if settings.auto_servers else "")]
+
+    def describe(self, server: Server) -> str:
+        """A discord server: where its members come from, and the options that shape them."""
+        o = options_of(server)
+        assert o is not None
+        parts = [f"members from the guild, live; messages: {o.messages}"]
+        if o.max_actors:
+            parts.append(f"at most {o.max_actors} shown")
+        if o.hide_offline:
+            parts.append("offline hidden")
+        if not server.named:
+            parts.append("named by the guild")
+        if server.default:
+            parts.append("default")
+        return "; ".join(parts)
+
+
+SECTION = _Section()

@@ -141,3 +141,28 @@ async def test_shards_identify_as_many_at_once_as_max_concurrency_allows(start_d
         first = min(at for _, at in fake.identifies)
         for shard, at in fake.identifies:
             assert shard // concurrency * window <= at - first < (shard // concurrency + 0.5) * window
+
+
+async def test_auto_servers_over_many_large_guilds_stay_within_the_command_rate(start_daemon, monkeypatch):
+    from dbackd.sources.discord import chunks
+
+    from .test_discord import add_home
+
+    # Discord's 120 commands per 60 s on a connection, scaled to 24 per 2 s; the worker's pace
+    # scaled alike (100 member requests a minute: one every 0.6 s, here 0.1 s).
+    monkeypatch.setattr(chunks, "REQUEST_INTERVAL", 0.1)
+    async with FakeDiscord(token=TOKEN, heartbeat_interval=5.0, gateway_rate_limit=(24, 2.0)) as fake:
+        ids = [fake.add_large_guild(name=f"Guild {i}", members=300, online_fraction=0.2, roles=1, channels=1,
+                                    seed=i).id for i in range(60)]
+        add_home(fake)
+        d = await start_daemon(config(fake, top="  auto_servers: true"))
+
+        def shown() -> int:
+            count = 0
+            for gid in ids:
+                server = d.world.servers.get(gid)
+                count += server is not None and len(server.users) == 300
+            return count
+
+        await until(d, lambda: shown() == len(ids), timeout=60)
+        assert not [c for c in fake.connections if c.close_code == 4008]

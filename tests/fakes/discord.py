@@ -1268,6 +1268,10 @@ class FakeDiscord:
             conn.send_op(Op.HEARTBEAT_ACK, None)
             return
         if self._rate_limited(conn):
+            # Discord's Gateway docs, Rate Limiting: "apps can send 120 gateway events per
+            # connection every 60 seconds"; past it the connection is closed with 4008 "Rate
+            # limited". discord.py keeps its own sends to 110 per 60 s in fixed windows, which can
+            # still put 220 into 60 sliding seconds; the fake counts sliding, as the rule is worded.
             conn.close_with(Close.RATE_LIMITED, "You are being rate limited.")
             return
         if op == Op.IDENTIFY:

@@ -129,7 +129,7 @@ async def test_shards_identify_as_many_at_once_as_max_concurrency_allows(start_d
     window = 3.0  # Discord's 5 s between two IDENTIFYs of one bucket, scaled down
     monkeypatch.setattr(gateway, "IDENTIFY_DELAY", window)
     async with FakeDiscord(token=TOKEN, heartbeat_interval=5.0, recommended_shards=4, max_concurrency=concurrency,
-                           identify_window=window) as fake:
+                           identify_window=window - 0.3) as fake:  # the margin: two processes' clocks and queues
         add_home(fake)
         d = await start_daemon(config(fake))
         await health_until(d, lambda h: h["state"] == "ready", timeout=30)
@@ -140,7 +140,7 @@ async def test_shards_identify_as_many_at_once_as_max_concurrency_allows(start_d
         # for each other: one window per round, not one per shard.
         first = min(at for _, at in fake.identifies)
         for shard, at in fake.identifies:
-            assert shard // concurrency * window <= at - first < (shard // concurrency + 0.5) * window
+            assert shard // concurrency * window - 0.3 <= at - first < (shard // concurrency + 0.5) * window
 
 
 async def test_auto_servers_over_many_large_guilds_stay_within_the_command_rate(start_daemon, monkeypatch):

@@ -10,10 +10,10 @@ frame each), triggered through the HTTP API.
 2. **A cross-node hop**: two cluster nodes on their own ports, --hop-clients clients on
    node B; the same event triggered on B and on A: the difference is the hop (A → Redis →
    B), p50/p99.
-3. **The physical limit**, as the README's fan-out section measures it: a bare loop of
-   `send()` of one frame to N loopback sockets whose other ends a second process drains:
-   the time per send, the fan-out time of N sends, and the sends per second one core
-   can make. Every figure above also reads as a fraction of it.
+3. **The physical limit**, as the fan-out section of docs/performance.md measures it: a
+   bare loop of `send()` of one frame to N loopback sockets whose other ends a second
+   process drains: the time per send, the fan-out time of N sends, and the sends per
+   second one core can make. Every figure above also reads as a fraction of it.
 
     python bench/cluster_fanout.py --clients 5000 [--hop-clients 100] [--events 100] [--storm 10]
 """

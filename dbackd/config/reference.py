@@ -1,7 +1,7 @@
 """A Markdown reference of every config key, generated from the JSON Schema.
 
-The README's config reference is this text, so the docs cannot drift from the schema
-(a test compares them). Formatting only; it does not validate anything.
+The config reference in docs/configuration.md is this text, so the docs cannot drift from
+the schema (a test compares them). Formatting only; it does not validate anything.
 """
 from __future__ import annotations
 

@@ -147,7 +147,7 @@ async def run(members: int, rate: float, seconds: float, clients: int) -> None:
         path.write_text(f"discord: {{bot_token: \"${{DISCORD_BOT_TOKEN}}\", api_base: \"{api_base}\"}}\n"
                         "servers:\n"
                         "  - {snowflake: \"1\", id: local, name: Local, default: true, users: [{uid: \"11\", username: a}]}\n"
-                        f"  - {{snowflake: \"{BIG}\", id: big, source: discord, include_bots: true}}\n")
+                        f"  - {{snowflake: \"{BIG}\", id: big, source: discord, include_bots: true, max_actors: 100000}}\n")
         d = Daemon(path, host="127.0.0.1", port=0, watch=False)
         t0 = time.perf_counter()
         await d.start()  # listening from here on; the gateway connects in the background

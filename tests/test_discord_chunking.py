@@ -30,7 +30,7 @@ async def test_chunks_slower_than_discord_py_waits_still_load_the_whole_guild(st
     # Three chunks 2.5 s apart: discord.py gives up on a 3,000-member guild after max(5, 3000/10000) s.
     async with FakeDiscord(token=TOKEN, heartbeat_interval=5.0, chunk_delay=2.5) as fake:
         guild = fake.add_large_guild(id=BIG, members=3_000, online_fraction=0.2, roles=2, channels=1)
-        d = await start_daemon(_config(fake))
+        d = await start_daemon(_config(fake, "    max_actors: 100000\n"))
         health = await health_until(d, lambda h: h["state"] == "ready" and len(users(d, "big")) > 0)
         assert health["servers"]["big"]["state"] == "loading"  # the online members came first, the rest are on the way
         await until(d, lambda: len(users(d, "big")) == 3_000, timeout=30)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from .fakes.discord import FakeDiscord
-from .test_discord import TOKEN, config, quick_gateway, until, users  # noqa: F401
+from .test_discord import TOKEN, config, health_until, quick_gateway, until, users  # noqa: F401
 
 discord = pytest.importorskip("discord", minversion="2.4")
 
@@ -166,3 +166,14 @@ async def test_auto_servers_over_many_large_guilds_stay_within_the_command_rate(
 
         await until(d, lambda: shown() == len(ids), timeout=60)
         assert not [c for c in fake.connections if c.close_code == 4008]
+
+
+async def test_without_max_actors_a_big_guild_shows_what_a_browser_can_draw_online_first(start_daemon):
+    async with FakeDiscord(token=TOKEN, heartbeat_interval=5.0) as fake:
+        guild = fake.add_large_guild(id=HUGE, members=2_500, online_fraction=0.2, roles=2, channels=1)
+        d = await start_daemon(_config(fake))
+        await health_until(d, lambda h: h["servers"]["big"]["state"] == "ready")
+        await until(d, lambda: len(users(d, "big")) == 2_000)
+        online = {uid for uid in guild.presences if uid in guild.members}
+        assert online <= set(users(d, "big"))
+        assert d.health()["discord"]["servers"]["big"]["members"] == 2_501  # the bot too: all are known, 2,000 shown

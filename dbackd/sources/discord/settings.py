@@ -40,7 +40,7 @@ class DiscordOptions:
     exclude_roles: tuple[str, ...] = ()
     include_bots: bool = False
     hide_offline: bool = False
-    max_actors: Optional[int] = None  # None: every member
+    max_actors: Optional[int] = 2000  # what a browser can draw (the schema's description says why)
 
 
 @dataclass(frozen=True)

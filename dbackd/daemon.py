@@ -101,7 +101,8 @@ class Daemon:
         for source in self.sources:
             self.metrics.register(source)
         # In a cluster the world's live changes go through Redis, and the producers run on one node.
-        self.backplane = (Backplane(self.world, self.declaration, self.config.cluster)
+        self.backplane = (Backplane(self.world, self.declaration, self.config.cluster,
+                                    layers=tuple(source.name for source in self.sources))
                           if self.config.cluster is not None else None)
         if self.backplane is not None:
             self.metrics.register(self.backplane)

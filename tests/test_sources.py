@@ -51,3 +51,20 @@ def test_a_sources_options_are_read_by_its_own_package():
     assert options_of(plain) is None and plain.options is None
     core_fields = {f.name for f in dataclasses.fields(Server)} | {f.name for f in dataclasses.fields(Config)}
     assert "discord" not in core_fields
+
+
+def test_a_shared_layer_comes_back_with_its_sources_defaults():
+    from dbackd.cluster import codec
+    from dbackd.config import Server, load_data
+    from dbackd.core.layers import Layer
+    from dbackd.sources.discord.settings import options_of, settings_of
+
+    config = load_data({"discord": {"bot_token": "x" * 40, "hide_offline": True, "auto_servers": True},
+                        "servers": [{"snowflake": "2", "id": "plain", "name": "Plain"}]})
+    found = Server("9", "nine", "Nine", source="discord", options=settings_of(config).defaults)
+    named = Server("2", "plain", "Guild Name")
+    back = codec.layer_from(codec.layer_text(Layer(servers={"9": (found, frozenset()),
+                                                             "2": (named, frozenset({"name"}))})), config)
+    assert back is not None
+    assert back.servers["9"] == (found, frozenset()) and options_of(back.servers["9"][0]).hide_offline is True
+    assert back.servers["2"] == (named, frozenset({"name"}))

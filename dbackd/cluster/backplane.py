@@ -5,8 +5,10 @@ whichever node and source made it, is appended to its server's stream (XADD); ev
 the one that made it included, commits what the streams hand back, in stream order: so
 every client of a server, on any node, sees every change exactly once and in the same
 order. Changes that follow from the declaration (a reload) are published by the leader
-alone, since every node reads the config for itself; changes of the producers
-(simulation, Discord) are fenced by the lease, so a leader that lost it publishes nothing.
+alone, since every node reads the config for itself; changes of the producers (the live
+sources) are fenced by the lease, so a leader that lost it publishes nothing. What the
+producers add to the declaration (each source's layer: servers it found, names it learnt)
+is shared by the layer's name: the leader writes it, every other node lays it over its own.
 
 Each server's state is kept as a snapshot (a hash: uid → user, and the id of the last
 change it holds), written by the leader about once a second with what changed, and the
@@ -48,7 +50,7 @@ from dbackd.cluster.agreement import fingerprint
 
 log = structlog.get_logger("dbackd.cluster")
 
-# True in the tasks of the producers (simulation, Discord): their changes need the lease.
+# True in the tasks of the producers (the live sources): their changes need the lease.
 PRODUCING: contextvars.ContextVar[bool] = contextvars.ContextVar("dbackd_producing", default=False)
 
 OUTBOX_LIMIT = 100_000  # changes waiting to be appended; past it, changes are refused
@@ -74,7 +76,8 @@ def _key_id(stream_id: str) -> tuple[int, int]:
 
 
 class Backplane:
-    def __init__(self, world: World, declaration: Declaration, settings: Cluster):
+    def __init__(self, world: World, declaration: Declaration, settings: Cluster, layers: tuple[str, ...] = ()):
+        """`layers`: the names of the declaration layers the producers make, shared from the leader."""
         self.world = world
         self.declaration = declaration
         self.settings = settings
@@ -104,7 +107,8 @@ class Backplane:
         self._tasks = TaskSet("cluster")
         self._down_count = 0
         self._fingerprint = fingerprint(world.config)
-        self._layer = ""  # the Discord layer as last written (leader) or taken (follower)
+        self.layers = tuple(layers)
+        self._layers: dict[str, str] = {}  # layer name -> its text as last written (leader) or taken (follower)
 
     # -- keys ----------------------------------------------------------------------
     def key(self, *parts: str) -> str:
@@ -429,9 +433,11 @@ class Backplane:
                 pipe.hgetall(nodes_key)
                 pipe.get(self.key("leader"))
                 pipe.get(self.key("epoch"))
-                pipe.get(self.key("layer", "discord"))
-                _, nodes, leader, epoch, layer = await pipe.execute()
-            await self._share_layer(layer or "")
+                for name in self.layers:
+                    pipe.get(self.key("layer", name))
+                _, nodes, leader, epoch, *stored = await pipe.execute()
+            for name, text in zip(self.layers, stored):
+                await self._share_layer(name, text or "")
             seen: dict[str, dict] = {}
             for name, text in nodes.items():
                 try:
@@ -451,20 +457,20 @@ class Backplane:
                 self._epoch = epoch
             await asyncio.sleep(REGISTRY_EVERY)
 
-    async def _share_layer(self, stored: str) -> None:
-        """The leader's Discord gateway names guilds and finds auto servers; every node's declaration needs them."""
+    async def _share_layer(self, name: str, stored: str) -> None:
+        """A producer's layer (only the leader runs the producers); every node's declaration needs it."""
         assert self.redis is not None
         if self.is_leader:
-            mine = codec.layer_text(self.declaration.layers.get("discord"))
+            mine = codec.layer_text(self.declaration.layers.get(name))
             if mine != stored:
-                await self.redis.set(self.key("layer", "discord"), mine)
-            self._layer = mine
-        elif stored != self._layer:
-            self._layer = stored
+                await self.redis.set(self.key("layer", name), mine)
+            self._layers[name] = mine
+        elif stored != self._layers.get(name, ""):
+            self._layers[name] = stored
             try:
-                await self.declaration.set_layer("discord", codec.layer_from(stored, self.world.config))
+                await self.declaration.set_layer(name, codec.layer_from(stored, self.world.config))
             except ConfigError as exc:
-                log.error("cluster.layer_refused", errors=[p.message for p in exc.problems][:5])
+                log.error("cluster.layer_refused", layer=name, errors=[p.message for p in exc.problems][:5])
 
     # -- reporting -----------------------------------------------------------------
     def differs(self) -> list[str]:

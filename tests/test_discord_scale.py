@@ -177,3 +177,25 @@ async def test_without_max_actors_a_big_guild_shows_what_a_browser_can_draw_onli
         online = {uid for uid in guild.presences if uid in guild.members}
         assert online <= set(users(d, "big"))
         assert d.health()["discord"]["servers"]["big"]["members"] == 2_501  # the bot too: all are known, 2,000 shown
+
+
+async def test_a_deleted_role_recolours_a_big_guild_in_records_of_bounded_size(start_daemon, monkeypatch):
+    from dbackd.sources.discord import process
+
+    # The pipe from the worker takes lines up to LINE_LIMIT (64 MB; here 250 kB, which a snapshot part
+    # of 1,000 members stays well under): one line for all of a guild's members would kill the worker.
+    monkeypatch.setattr(process, "LINE_LIMIT", 250_000)
+    async with FakeDiscord(token=TOKEN, heartbeat_interval=5.0) as fake:
+        guild = fake.add_large_guild(id=HUGE, members=4_000, online_fraction=0.2, roles=1, roles_per_member=1,
+                                     channels=1)
+        (role_id,) = list(r for r in guild.roles if r != HUGE)
+        holders = {uid for uid, m in guild.members.items() if role_id in m.roles}
+        assert len(holders) > 1_000
+        d = await start_daemon(_config(fake, "    max_actors: 100000\n"))
+        await health_until(d, lambda h: h["servers"]["big"]["state"] == "ready")
+        await until(d, lambda: len(users(d, "big")) == 4_000)
+        coloured = next(iter(holders))
+        assert users(d, "big")[coloured]["roleColor"] != "#99aab5"
+        fake.role_delete(HUGE, role_id)
+        await until(d, lambda: all(users(d, "big")[uid]["roleColor"] == "#99aab5" for uid in holders))
+        assert d.health()["discord"]["reconnects"] == 0  # the worker never ended

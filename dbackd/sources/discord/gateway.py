@@ -248,18 +248,20 @@ def _client_class(identify_delay: float, chunk_interval: float, chunk_stall: flo
             if before.status != after.status:
                 self.post(r.PresenceChanged(str(after.guild.id), str(after.id), status_of(after.status)))
 
-        async def _recolour(self, guild: Any) -> None:
+        async def _changed(self, guild: Any, members: list) -> None:
             # A role's colour, name or place changed (or it went): its holders may look different.
-            self.post(r.MembersChanged(str(guild.id), tuple(member_rec(m) for m in guild.members)))
+            # In parts as a snapshot is, so no record line grows with the guild (the pipe has a limit).
+            for i in range(0, len(members), SNAPSHOT_PART):
+                self.post(r.MembersChanged(str(guild.id), tuple(member_rec(m) for m in members[i:i + SNAPSHOT_PART])))
+                await asyncio.sleep(0)
 
         async def on_guild_role_update(self, before: Any, after: Any) -> None:
             if (before.colour, before.name, before.position) != (after.colour, after.name, after.position):
-                holders = tuple(member_rec(m) for m in after.members)
-                if holders:
-                    self.post(r.MembersChanged(str(after.guild.id), holders))
+                await self._changed(after.guild, list(after.members))
 
         async def on_guild_role_delete(self, role: Any) -> None:
-            await self._recolour(role.guild)
+            # discord.py has already dropped the role: who held it is no longer known, so everyone.
+            await self._changed(role.guild, list(role.guild.members))
 
         async def on_message(self, message: Any) -> None:
             if message.guild is None or message.webhook_id is not None:

@@ -12,6 +12,7 @@ memory; this counts the objects still alive.
 from __future__ import annotations
 
 import argparse
+import base64
 import asyncio
 import gc
 import json
@@ -39,7 +40,7 @@ async def abuse(port: int, n: int) -> None:
     for _ in range(n):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(f"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     f"Sec-WebSocket-Key: {secrets.token_urlsafe(16)}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+                     f"Sec-WebSocket-Key: {base64.b64encode(secrets.token_bytes(16)).decode()}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
         await reader.readuntil(b"\r\n\r\n")
         try:
             writer.write(JUNK)

@@ -21,6 +21,7 @@ with the abusive socket.
 from __future__ import annotations
 
 import argparse
+import base64
 import asyncio
 import json
 import os
@@ -47,6 +48,8 @@ api:
 limits:
   max_connections: 20000
   max_connections_per_address: 5000
+  sockets_per_second: 1000  # the well-behaved clients all come from 127.0.0.1
+  sockets_burst: 1000
 simulation:
   presence: {{interval: 0.5}}
   messages: {{interval: 1}}
@@ -237,7 +240,7 @@ class Load:
             try:
                 reader, writer = await asyncio.open_connection(host, int(port))
                 self.abuse["connections"] += 1
-                key = secrets.token_urlsafe(16)
+                key = base64.b64encode(secrets.token_bytes(16)).decode()
                 writer.write(f"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                              f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
                 await reader.readuntil(b"\r\n\r\n")

@@ -191,3 +191,44 @@ async def fuzz_once(sequence: list[tuple[str, object]]) -> None:
 @given(frames)
 def test_fuzzed_frames_crash_nothing_and_cost_the_others_nothing(sequence):
     asyncio.run(fuzz_once(sequence))
+
+
+async def test_one_address_opening_sockets_past_its_rate_is_refused(start_daemon, captured_logs):
+    d = await start_daemon(text=with_limits(sockets_per_second=0.01, sockets_burst=3))
+    url = f"ws://127.0.0.1:{d.port}/ws"
+    async with aiohttp.ClientSession() as http:
+        opened = [await http.ws_connect(url) for _ in range(3)]
+        for _ in range(2):
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await http.ws_connect(url)
+            assert refused.value.status == 429
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))) as other:
+        client = Client(await other.ws_connect(url))  # another address has its own allowance
+        await client.recv_type("server-list")
+    for ws in opened:
+        await ws.close()
+    lines = events(captured_logs, "socket.refused_address")
+    assert [(e["peer"], e["reason"], e["count"]) for e in lines] == [("127.0.0.1", "socket_rate", 1)]
+
+
+async def test_a_socket_closed_for_flooding_is_not_read_any_more(start_daemon, captured_logs):
+    """After the 1008, what the flooder sends is not read: not even its answer to the close."""
+    d = await start_daemon(text=with_limits(frames_per_second=1, frames_burst=5))
+    flooder = await RawClient.open(d.port)
+    for _ in range(20):
+        await flooder.send(0x1, b"junk")
+    while True:
+        opcode, payload = await flooder.frame()
+        if opcode == 0x8:
+            assert payload[:2] == (1008).to_bytes(2, "big")
+            break
+    for _ in range(200):
+        await flooder.send(0x1, b"more junk")
+    await flooder.send(0x8, (1000).to_bytes(2, "big"))  # the client's half of the close
+    for _ in range(100):  # the daemon ends the socket within its close grace
+        if events(captured_logs, "socket.closed"):
+            break
+        await asyncio.sleep(0.05)
+    (closed,) = events(captured_logs, "socket.closed")
+    assert closed["code"] == 1006, closed  # the client's close frame was never read
+    flooder.close()

@@ -258,6 +258,8 @@ class Limits:
     joins_burst: int = 10
     max_connections: int = 10000
     max_connections_per_address: int = 128
+    sockets_per_second: float = 5.0
+    sockets_burst: int = 128
     oauth_checks_per_address: int = 8
     oauth_checks_per_minute: int = 30
     handshake_timeout: float = 10.0

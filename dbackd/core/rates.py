@@ -76,3 +76,25 @@ class Tally:
         """Happenings counted but not written (for a last line when the thing ends)."""
         count, self.count = self.count, 0
         return count
+
+
+class Tallies:
+    """A Tally per key (a client address and what happened), for at most `size` keys: the one
+    least recently noted is forgotten first, so a stream of new addresses cannot grow it."""
+
+    __slots__ = ("window", "size", "_tallies")
+
+    def __init__(self, window: float, size: int = 4096):
+        self.window = window
+        self.size = size
+        self._tallies: dict[Hashable, Tally] = {}
+
+    def note(self, key: Hashable, now: float) -> int:
+        """Count one for `key`; the number to write now, or 0 to stay quiet (see Tally.note)."""
+        tally = self._tallies.pop(key, None)
+        if tally is None:
+            tally = Tally(self.window)
+            if len(self._tallies) >= self.size:
+                del self._tallies[next(iter(self._tallies))]
+        self._tallies[key] = tally  # the most recent last
+        return tally.note(now)

@@ -30,6 +30,7 @@ log = structlog.get_logger("dbackd.web")
 
 REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 20\r\n"
            b"Retry-After: 5\r\nConnection: close\r\n\r\nToo many connections")
+READ_BYTES = 16 * 1024  # read from a connection at once (a TLS record's size; asyncio's default is 256 KiB)
 LINGER = 1.0  # seconds a refused connection is kept for its request to arrive
 LOG_WINDOW = 60.0  # seconds between two log lines about refusals
 
@@ -57,6 +58,17 @@ class Door:
                         connections=self.peers.total)
 
 
+def stop_reading(transport: asyncio.BaseTransport) -> None:
+    """Take nothing more from a connection closed for abuse: reading stops, and whatever
+    still arrives is dropped before aiohttp parses it (a flood would otherwise be read and
+    thrown away, frame by frame, for as long as the close takes)."""
+    protocol = transport.get_protocol()
+    if isinstance(protocol, _Guarded):
+        protocol.deaf = True
+    if isinstance(transport, asyncio.ReadTransport) and not transport.is_closing():
+        transport.pause_reading()
+
+
 def _peer(door: Door, transport: asyncio.BaseTransport) -> tuple[Optional[str], bool]:
     """The peer's address, and whether it is counted by it (a trusted proxy's clients are
     counted by forwarded address later)."""
@@ -71,8 +83,8 @@ class _Guarded(asyncio.Protocol):
     `admitted`: the connection was counted already (by the TLS guard, at accept); this
     one then keeps only the first request head's deadline."""
 
-    __slots__ = ("door", "factory", "inner", "peer", "counted_address", "transport", "admitted", "_linger",
-                 "_head", "_tail")
+    __slots__ = ("door", "factory", "inner", "peer", "counted_address", "transport", "admitted", "deaf",
+                 "_linger", "_head", "_tail")
 
     def __init__(self, door: Door, factory: Callable[[], asyncio.Protocol], admitted: bool = False):
         self.door = door
@@ -82,6 +94,7 @@ class _Guarded(asyncio.Protocol):
         self.counted_address = True
         self.transport: Optional[asyncio.BaseTransport] = None
         self.admitted = admitted
+        self.deaf = False  # what the client sends is dropped unread (see stop_reading)
         self._linger: Optional[asyncio.TimerHandle] = None
         self._head: Optional[asyncio.TimerHandle] = None  # the first request head's deadline
         self._tail = b""  # the last bytes seen while looking for the head's end
@@ -97,6 +110,10 @@ class _Guarded(asyncio.Protocol):
             self._linger = asyncio.get_running_loop().call_later(LINGER, transport.close)
             return
         self.transport = transport
+        if not self.admitted and hasattr(transport, "max_size"):
+            # asyncio reads up to 256 KiB at once and aiohttp parses all of it in one go: from a
+            # client sending thousands of tiny frames, that is one long stall for everyone else.
+            transport.max_size = READ_BYTES
         timeout = self.door.world.config.limits.header_timeout
         self._head = asyncio.get_running_loop().call_later(timeout, self._head_overdue)
         self.inner = self.factory()
@@ -108,6 +125,8 @@ class _Guarded(asyncio.Protocol):
             self.transport.close()
 
     def data_received(self, data: bytes) -> None:
+        if self.deaf:
+            return
         if self.inner is not None:
             if self._head is not None:
                 seen = self._tail + data

@@ -1,4 +1,4 @@
-"""Client addresses, and what one address may hold at once: connections and Discord login checks.
+"""Client addresses, and what one address may hold at once: connections, socket opens and Discord login checks.
 
 A client's address is its TCP peer's, or, when the peer is one of `listen.trusted_proxies`,
 the nearest address in its X-Forwarded-For that is not a trusted proxy itself (any other
@@ -46,6 +46,7 @@ class Peers:
         self.refused: Counter[str] = Counter()  # by reason
         self._checks: Counter[str] = Counter()  # login checks running, per address
         self._check_rate: TTLCache = TTLCache(MAX_TRACKED, ttl=60.0, timer=lambda: self.clock())
+        self._socket_rate: TTLCache = TTLCache(MAX_TRACKED, ttl=60.0, timer=lambda: self.clock())
 
     # -- connections -----------------------------------------------------------------
     def admit(self, address: Optional[str], count_address: bool = True) -> Optional[str]:
@@ -84,6 +85,11 @@ class Peers:
         if address is not None:
             self._uncount(self.per_address, address)
 
+    def may_open_socket(self, address: Optional[str]) -> bool:
+        """True if the address may open one more socket now (`limits.sockets_per_second`)."""
+        limits = self.world.config.limits
+        return self._take(self._socket_rate, address or "", limits.sockets_per_second, limits.sockets_burst)
+
     # -- login checks ----------------------------------------------------------------
     def begin_check(self, address: Optional[str]) -> bool:
         """True if the address may start one more Discord login check now; end it with end_check."""
@@ -92,16 +98,20 @@ class Peers:
         if self._checks[key] >= limits.oauth_checks_per_address:
             return False
         per_minute = limits.oauth_checks_per_minute
-        bucket = self._check_rate.get(key)
-        now = self.clock()
-        if bucket is None:
-            bucket = Bucket(per_minute, now)
-        if bucket.take(now, per_minute / 60.0, per_minute):
-            self._check_rate[key] = bucket
+        if not self._take(self._check_rate, key, per_minute / 60.0, per_minute):
             return False
-        self._check_rate[key] = bucket  # stored again: an address that keeps checking stays remembered
         self._checks[key] += 1
         return True
+
+    def _take(self, buckets: TTLCache, key: str, rate: float, burst: int) -> bool:
+        """One token from the address's bucket; False when it has none left."""
+        now = self.clock()
+        bucket = buckets.get(key)
+        if bucket is None:
+            bucket = Bucket(burst, now)
+        over = bucket.take(now, rate, burst)
+        buckets[key] = bucket  # stored again: an address that keeps asking stays remembered
+        return not over
 
     def end_check(self, address: Optional[str]) -> None:
         self._uncount(self._checks, address or "")

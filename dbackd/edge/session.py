@@ -63,6 +63,7 @@ class Session:
         self._refused = Tally(LOG_WINDOW)
         self.bad_frames = 0  # frames answered with an error, over the socket's life
         self.joined = False  # joined a server at least once
+        self.flooded = False  # closed for sending too fast: nothing more it sends is worth reading
 
     async def receive(self, msg: WSMessage) -> bool:
         """Handle one frame from the client; False when the socket is done (a transport error, a flood)."""
@@ -73,6 +74,7 @@ class Session:
             log.warning("socket.flooded", conn=conn.id, peer=self.address, limit=limits.frames_per_second)
             self.hub.error(conn, protocol.TOO_FAST)
             self.hub.drop(conn, CLOSE_POLICY, b"too many messages")
+            self.flooded = True
             return False
         if msg.type == WSMsgType.TEXT:
             await self.handle_text(msg.data)

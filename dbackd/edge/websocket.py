@@ -19,17 +19,20 @@ import structlog
 from aiohttp import web
 
 from dbackd.edge.access import Access
+from dbackd.edge.door import stop_reading
 from dbackd.sources.callbacks import Callbacks
 from dbackd.fanout.hub import Connection, Hub
 from dbackd.ops.metrics import Metrics
 from dbackd.edge.peers import Peers, client_address
 from dbackd.edge.session import CLOSE_POLICY, Session
 from dbackd.fanout.wire import Wire
+from dbackd.core.rates import Tallies
 from dbackd.core.world import World
 
 log = structlog.get_logger("dbackd.web")
 
 CLOSE_INTERNAL_ERROR = 1011
+LOG_WINDOW = 60.0  # seconds between two log lines about one address's refused sockets
 
 
 class SocketEndpoint:
@@ -41,6 +44,7 @@ class SocketEndpoint:
         self.callbacks = callbacks
         self.metrics = metrics
         self.peers = peers or Peers(world)
+        self._refusals = Tallies(LOG_WINDOW)
 
     def paths(self) -> set[str]:
         """Where the upgrade is accepted: /ws, / and <mount>/ws of every static mount (they change on reload)."""
@@ -52,8 +56,11 @@ class SocketEndpoint:
         listen, limits = config.listen, config.limits
         forwarded = listen.trusts(request.remote)
         address = client_address(listen, request.remote, request.headers.get("X-Forwarded-For"))
+        if not self.peers.may_open_socket(address):
+            self._refused(address, "socket_rate")
+            return web.Response(status=429, text="Too many new sockets", headers={"Retry-After": "5"})
         if forwarded and self.peers.admit_forwarded(address) is not None:
-            log.info("socket.refused_address", peer=address, reason="address_full")
+            self._refused(address, "address_full")
             return web.Response(status=503, text="Too many connections", headers={"Retry-After": "5"})
         ws = web.WebSocketResponse(
             autoping=False,  # pings, pongs and the heartbeat go through the hub (see wire.py)
@@ -95,6 +102,8 @@ class SocketEndpoint:
                     self.hub.drop(conn, CLOSE_INTERNAL_ERROR, b"internal error")
                     break
                 if not more:
+                    if session.flooded:
+                        stop_reading(transport)
                     break
                 if overdue is not None and session.joined:
                     overdue.cancel()  # joined: the deadline is met, and a cancelled handle is freed early
@@ -112,6 +121,12 @@ class SocketEndpoint:
             if forwarded:
                 self.peers.release_forwarded(address)
         return ws
+
+    def _refused(self, address: Optional[str], reason: str) -> None:
+        self.metrics.connection_refused(reason)
+        count = self._refusals.note((address, reason), asyncio.get_running_loop().time())
+        if count:  # once a minute per address, with how many there were
+            log.info("socket.refused_address", peer=address, reason=reason, count=count)
 
     def _join_overdue(self, session: Session) -> None:
         if session.joined or not session.conn.open:

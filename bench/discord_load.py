@@ -12,7 +12,13 @@ p99 loop stall and the other server's join latency meanwhile; then --rate presen
 updates a second for --seconds seconds: how many reached the world and each client, the
 delivery latency (the fake's send to the client's receipt, p50/p99/max) and the stalls.
 
+Also measured: the resident memory of the daemon and of the gateway worker once the guild is
+loaded, beyond what each held when the worker's session started (discord.py loaded, no member
+yet), per member; and the size of the
+big server's server-join frame, at --max-actors (the default, 2,000, unless given).
+
     python bench/discord_load.py [--members 100000] [--rate 1000] [--seconds 10] [--clients 10]
+                                 [--max-actors N]
 """
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -119,6 +126,43 @@ asyncio.run(main(int(sys.argv[1]), int(sys.argv[2])))
 """
 
 
+def rss(pid: str = "self") -> int:
+    """Resident memory of a process in bytes (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+def worker_pid() -> str:
+    """The gateway worker: this process's child running dbackd.sources.discord.worker."""
+    me = str(os.getpid())
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_text()
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if stat.rsplit(")", 1)[1].split()[1] == me and b"dbackd.sources.discord.worker" in cmdline:
+            return proc.name
+    raise RuntimeError("no gateway worker")
+
+
+async def join_size(port: int, server: str) -> int:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(f"http://127.0.0.1:{port}/ws", max_msg_size=0) as ws:
+            await ws.receive()
+            await ws.send_json({"type": "connect", "data": {"server": server}})
+            while True:
+                msg = await ws.receive()
+                if json.loads(msg.data)["type"] == "server-join":
+                    return len(msg.data.encode()) if isinstance(msg.data, str) else len(msg.data)
+
+
 def pct(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(len(values) * q))] if values else float("nan")
@@ -133,7 +177,7 @@ async def readline_json(proc) -> dict:
             return json.loads(line)
 
 
-async def run(members: int, rate: float, seconds: float, clients: int) -> None:
+async def run(members: int, rate: float, seconds: float, clients: int, max_actors: Optional[int]) -> None:
     from dbackd import Daemon
     from dbackd.ops import logs
 
@@ -144,28 +188,49 @@ async def run(members: int, rate: float, seconds: float, clients: int) -> None:
     os.environ["DISCORD_BOT_TOKEN"] = TOKEN
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "dback.yaml"
+        cap = f", max_actors: {max_actors}" if max_actors else ""
         path.write_text(f"discord: {{bot_token: \"${{DISCORD_BOT_TOKEN}}\", api_base: \"{api_base}\"}}\n"
                         "servers:\n"
                         "  - {snowflake: \"1\", id: local, name: Local, default: true, users: [{uid: \"11\", username: a}]}\n"
-                        f"  - {{snowflake: \"{BIG}\", id: big, source: discord, include_bots: true, max_actors: 100000}}\n")
+                        f"  - {{snowflake: \"{BIG}\", id: big, source: discord, include_bots: true{cap}}}\n")
         d = Daemon(path, host="127.0.0.1", port=0, watch=False)
         t0 = time.perf_counter()
         await d.start()  # listening from here on; the gateway connects in the background
         probe = LagProbe().start()
         joiner = await asyncio.create_subprocess_exec(sys.executable, "-c", CLIENTS, str(d.port), str(clients),
                                                       stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=2**28)
-        await d.discord.wait_until(lambda: len(d.world.servers[BIG].users) >= members)
+        def guild() -> dict:
+            return d.health()["discord"]["servers"]["big"]
+
+        # The worker is connected and its session starting: discord.py loaded, no member yet.
+        await d.discord.wait_until(lambda: "SessionStarting" in d.discord.events)
+        base_daemon, base_worker = rss(), rss(worker_pid())
+        shown_when_whole = min(members + 1, max_actors or 2000)  # the bot is a member too
+        await d.discord.wait_until(lambda: guild()["state"] == "ready" and guild()["members"] == members + 1
+                                   and len(d.world.servers[BIG].users) >= shown_when_whole)
         load_time = time.perf_counter() - t0
+        grown_daemon, grown_worker = rss() - base_daemon, rss(worker_pid()) - base_worker
         # Past 75,000 members GUILD_CREATE has no presences: the statuses come with the chunks.
         online = sum(1 for u in d.world.servers[BIG].users.values() if u.status != "offline")
         load_lag = probe.stop()
         joiner.stdin.write(b"stop-joins\n")
         joins = (await readline_json(joiner))["joins"]
-        print(f"load: {members:,} members in {load_time:.1f} s ({online:,} shown not offline); "
-              f"loop stall max {load_lag['max_ms']} ms, p99 {load_lag['p99_ms']} ms")
+        print(f"load: {members:,} members in {load_time:.1f} s, {len(d.world.servers[BIG].users):,} shown "
+              f"({online:,} not offline); loop stall max {load_lag['max_ms']} ms, p99 {load_lag['p99_ms']} ms")
+        print(f"memory beyond the session's start: daemon {grown_daemon / 2**20:.1f} MiB "
+              f"({grown_daemon / members:.0f} B a member), worker {grown_worker / 2**20:.1f} MiB "
+              f"({grown_worker / members:.0f} B a member); baseline daemon {base_daemon / 2**20:.1f} MiB, "
+              f"worker {base_worker / 2**20:.1f} MiB")
+        print(f"server-join of the big server: {await join_size(d.port, 'big') / 1024:.0f} KiB "
+              f"at max_actors {max_actors or '2000 (default)'}")
         print(f"joins to another server during the load: {len(joins)}, p50 {pct(joins, .5) * 1000:.1f} ms, "
               f"p99 {pct(joins, .99) * 1000:.1f} ms, max {max(joins) * 1000:.1f} ms")
-        joiner.stdin.write(b"members\n")
+        if seconds <= 0:  # the load only (with a cap, a storm's updates mostly meet members not shown)
+            joiner.stdin.write(b"report\n")
+            await readline_json(joiner)
+            clients = 0
+        else:
+            joiner.stdin.write(b"members\n")
         for _ in range(clients):
             assert (await joiner.stdout.readline()).strip() == b"joined"
         applied = [0]
@@ -175,6 +240,11 @@ async def run(members: int, rate: float, seconds: float, clients: int) -> None:
                 applied[0] += 1
 
         d.world.subscribe(count)
+        if seconds <= 0:
+            await d.stop()
+            fake.stdin.close()
+            await asyncio.wait_for(fake.wait(), 10)
+            return
         probe = LagProbe().start()
         fake.stdin.write(f"{rate} {seconds}\n".encode())
         sent = (await readline_json(fake))["sent"]
@@ -203,8 +273,9 @@ def main() -> None:
     p.add_argument("--rate", type=float, default=1000)
     p.add_argument("--seconds", type=float, default=10)
     p.add_argument("--clients", type=int, default=10)
+    p.add_argument("--max-actors", type=int, default=None, help="the big server's max_actors (default: 2,000)")
     args = p.parse_args()
-    asyncio.run(run(args.members, args.rate, args.seconds, args.clients))
+    asyncio.run(run(args.members, args.rate, args.seconds, args.clients, args.max_actors))
 
 
 if __name__ == "__main__":

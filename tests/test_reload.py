@@ -435,3 +435,38 @@ async def test_the_kubernetes_configmap_layout_is_followed(start_daemon, tmp_pat
     swap_link(tmp_path / "..data", "..2026_03")
     await reloaded(d, 2)
     assert d.config.servers[0].name == "Three"
+
+
+@pytest.mark.parametrize("odd", ["fifo", "dev_zero", "too_large"])
+async def test_an_odd_file_in_place_of_the_config_is_refused_and_the_daemon_carries_on(live, open_client, odd):
+    d, editor = live
+    c = await joined(open_client, d)
+    os.unlink(editor.path)
+    if odd == "fifo":
+        os.mkfifo(editor.path)
+        why = "not a regular file (a FIFO)"
+    elif odd == "dev_zero":
+        os.symlink("/dev/zero", editor.path)
+        why = "not a regular file (a character device)"
+    else:
+        with open(editor.path, "wb") as f:
+            f.truncate(17 * 1024 * 1024)
+        why = "too large: 17,825,792 bytes, at most 16,777,216 are read"
+    assert await asyncio.wait_for(d.reload(), RECV_TIMEOUT) is False
+    reload = d.health()["reload"]
+    assert reload["ok"] is False and reload["errors"] == [f"{editor.path}:1:1: {why}: give a regular file, "
+                                                          "or a symlink to one" if odd != "too_large" else
+                                                          f"{editor.path}:1:1: {why}"]
+    await c.assert_quiet()  # the running config stays
+    os.unlink(editor.path)
+    editor.in_place(render(port=0, name="Back"))
+    assert await asyncio.wait_for(d.reload(), RECV_TIMEOUT) is True  # reloading still works
+    assert d.config.servers[0].name == "Back"
+
+
+def test_check_refuses_a_fifo_as_config(tmp_path, capsys):
+    from dbackd.cli import main
+
+    os.mkfifo(tmp_path / "dback.yaml")
+    assert main(["check", "-c", str(tmp_path / "dback.yaml")]) != 0
+    assert "not a regular file (a FIFO)" in capsys.readouterr().err

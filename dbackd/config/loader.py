@@ -19,7 +19,7 @@ from dbackd.config import schema as _schema
 from dbackd.config import simulation as _simulation
 from dbackd.config.environment import Environment
 from dbackd.config.errors import ConfigError, Problem
-from dbackd.config.paths import located
+from dbackd.config.paths import Unreadable, check_file, located, read_text
 from dbackd.config.checks import check_secret, is_loopback
 from dbackd.config.model import Config, Mount, build, effective_oauth, normalise_prefix
 from dbackd.config.sections import sections
@@ -35,9 +35,11 @@ def load_file(path: str | os.PathLike, env: Optional[Mapping[str, str]] = None) 
     """Read and check a config file. Raises ConfigError listing every problem."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = read_text(p)
     except FileNotFoundError:
         raise ConfigError([Problem(str(p), 1, 1, "", "no such file")]) from None
+    except Unreadable as exc:
+        raise ConfigError([Problem(str(p), 1, 1, "", str(exc))]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([Problem(str(p), 1, 1, "", f"cannot read the file: {exc}")]) from None
     return load_text(text, str(p), located(Path.cwd(), p).parent, env)
@@ -172,6 +174,12 @@ def _check_listen(source: Source, data: dict, base_dir: Path, problems: list[Pro
     cert, key = located(base_dir, tls["cert"]), located(base_dir, tls["key"])
     source.included.update((cert, key))  # a reload follows them: a renewed certificate is picked up
     try:
+        for which, file in (("cert", cert), ("key", key)):
+            try:
+                check_file(file)  # OpenSSL would wait on a FIFO for good
+            except Unreadable as exc:
+                problems.append(source.problem(("listen", "tls", which), f"{file}: {exc}"))
+                return
         tls_context(cert, key)
     except FileNotFoundError as exc:
         which = "key" if Path(exc.filename or "") == key else "cert"

@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfoNotFoundError
 
 from dbackd.config import schema as _schema
 from dbackd.config.errors import Problem
-from dbackd.config.paths import located
+from dbackd.config.paths import Unreadable, located, read_text
 from dbackd.config.source import Source
 from dbackd.config.values import STATUSES, seconds, time_of_day, zone
 
@@ -207,9 +207,12 @@ def _duration(value: Any) -> Optional[float]:
 
 def _read_corpus(path: Path, report: Callable[[str], None]) -> Optional[list[str]]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path)
     except FileNotFoundError:
         report(f"corpus file not found: {path}")
+        return None
+    except Unreadable as exc:
+        report(f"corpus file {path}: {exc}")
         return None
     except (OSError, UnicodeDecodeError) as exc:
         report(f"cannot read corpus file {path}: {exc}")

@@ -418,3 +418,87 @@ async def test_the_cluster_metrics_are_the_guides(cluster, http):
     async with http.get(f"http://127.0.0.1:{a.port}/metrics") as r:
         body = await r.text()
     assert "dbackd_cluster_leader 1.0" in body and "dbackd_cluster_redis_up 1.0" in body
+
+
+# What anyone with access to Redis could have written: none of it is a change the API would take.
+MALFORMED = [
+    '{"k":"p","u":["11"],"s":"online"}',  # a list where a uid belongs
+    '{"k":"p","u":"11","s":"<b>online</b>"}',
+    '{"k":"p","u":"11","s":"online","n":{"first":"x"}}',
+    '{"k":"p","u":"11","s":"online","c":"javascript:alert(1)"}',
+    json.dumps({"k": "m", "u": "11", "m": "x" * 3_000_000, "ch": "1"}),
+    '{"k":"p","u":"11\\n","s":"online"}',
+    "not json",
+    '{"k":"zz"}',
+]
+
+
+async def test_malformed_entries_in_redis_are_skipped_and_counted(cluster, redis, http):
+    from redis import asyncio as aioredis
+
+    a, b = await cluster(2)
+    on_b, _ = await joined(http, b)
+    stream = f"{a.config.cluster.prefix}:events:1"
+    client = aioredis.Redis.from_url(redis.url, decode_responses=True)
+    try:
+        for entry in MALFORMED:
+            await client.xadd(stream, {"e": entry, "n": "n9"})
+        await client.xadd(stream, {"x": "no change at all"})
+    finally:
+        await client.aclose()
+    async with http.post(f"http://127.0.0.1:{a.port}/api/servers/home/presence", json={"uid": "11", "status": "dnd"},
+                         headers={"Authorization": "Bearer cluster-test-token-0123456789"}) as r:
+        assert r.status == 200
+    assert (await on_b.recv())["data"] == {"uid": "11", "status": "dnd"}  # and nothing of the bad ones
+    await on_b.assert_quiet()
+    for d in (a, b):
+        cluster_health = d.health()["cluster"]
+        assert cluster_health["redis"] == "up" and cluster_health["task"] == "running"
+        assert cluster_health["skipped"] == len(MALFORMED) + 1
+        async with http.get(f"http://127.0.0.1:{d.port}/metrics") as r:
+            assert f"dbackd_cluster_skipped_total {len(MALFORMED) + 1}.0" in await r.text()
+    assert b.world.servers["1"].users["11"].username == "alice"
+    (c,) = await cluster(1)  # a node started now reads past them too, and serves with Redis
+    assert c.health()["cluster"]["redis"] == "up"
+    _, join = await joined(http, c)
+    assert join["data"]["users"]["11"]["status"] == "dnd"
+
+
+async def test_an_entry_that_breaks_the_code_costs_that_entry_only(cluster, monkeypatch):
+    from dbackd.cluster import codec
+
+    a, = await cluster(1)
+    decode = codec.decode
+
+    def broken(server, text):
+        if "boom" in text:
+            raise RuntimeError("a bug")
+        return decode(server, text)
+
+    monkeypatch.setattr(codec, "decode", broken)
+    await asyncio.wait_for(a.broadcast_message("home", "11", "boom", "1"), RECV_TIMEOUT)
+    await asyncio.wait_for(a.broadcast_presence("home", "12", "dnd"), RECV_TIMEOUT)
+    assert a.world.servers["1"].users["12"].status == "dnd"
+    assert a.health()["cluster"]["redis"] == "up" and a.health()["cluster"]["skipped"] == 1
+
+
+async def test_a_cluster_task_that_cannot_catch_up_shows_in_healthz_and_refuses_changes(cluster, http, monkeypatch):
+    from dbackd.cluster import codec
+
+    a, = await cluster(1)
+    await until(lambda: a.leadership.leading)  # the leader has written the servers' state
+    user_from = codec.user_from
+
+    def broken(uid, text):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(codec, "user_from", broken)
+    b, = await cluster(1)  # its catch-up fails, again and again
+    await until(lambda: b.health()["cluster"]["error"] == "internal error: RuntimeError")
+    assert b.health()["cluster"]["redis"] == "down"
+    async with http.post(f"http://127.0.0.1:{b.port}/api/servers/home/presence", json={"uid": "11", "status": "dnd"},
+                         headers={"Authorization": "Bearer cluster-test-token-0123456789"}) as r:
+        assert r.status == 503  # at once, not after a wait
+    monkeypatch.setattr(codec, "user_from", user_from)
+    await until(lambda: b.health()["cluster"]["redis"] == "up", timeout=20)
+    assert b.health()["cluster"]["task"] == "running"

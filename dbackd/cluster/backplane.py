@@ -17,8 +17,11 @@ changes after it before it answers a join (`current()`); one that finds it fell 
 trim, or that Redis lost its data (the `epoch` key changed), does the same again.
 
 While Redis cannot be reached, nodes serve what they have, changes are refused
-(`Unavailable`), and they try again with backoff; `status()` and the metrics say so. It
-never writes to a socket and never logs the Redis URL (it may carry a password).
+(`Unavailable`), and they try again with backoff; `status()` and the metrics say so.
+Whatever Redis hands back is checked as API input is (codec.py): an entry that fails is
+skipped and counted, and no entry, nor a bug, ends the connection task for good: it is
+taken as Redis being down (changes refused), and tried again. It never writes to a
+socket and never logs the Redis URL (it may carry a password).
 """
 from __future__ import annotations
 
@@ -43,6 +46,7 @@ from dbackd.config import ConfigError
 from dbackd.config.model import Cluster
 from dbackd.core.declaration import Declaration
 from dbackd.core.events import ClientIdChanged, ConfigReplaced, Event, PresenceChanged
+from dbackd.core.rates import Tally
 from dbackd.core.tasks import TaskSet
 from dbackd.core.world import Unavailable, World
 from dbackd.cluster import codec
@@ -62,6 +66,7 @@ NODE_STALE = 15.0  # seconds after which a silent node is no longer listed
 STREAM_MAXLEN = 200_000  # a bound on a stream whatever happens to the snapshots
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 10.0
 START_WAIT = 5.0  # seconds start() waits for the first catch-up before serving what it has
+LOG_WINDOW = 60.0  # seconds between two log lines about skipped entries
 
 # Append a change, unless it needs the lease and this node does not hold it (then: nil).
 _APPEND = """
@@ -90,6 +95,9 @@ class Backplane:
         self.error: Optional[str] = None
         self.nodes: dict[str, dict] = {}
         self.published = self.applied = self.resyncs = self.refused = self.fenced = 0
+        self.skipped = 0  # entries from Redis refused by the checks (or that failed to apply)
+        self._skips = Tally(LOG_WINDOW)
+        self._task: Optional[asyncio.Task] = None
         self.redis: Optional[aioredis.Redis] = None  # commands (the lease uses it too)
         self._reader: Optional[aioredis.Redis] = None  # the blocking reads
         self._append: Any = None
@@ -118,13 +126,23 @@ class Backplane:
     async def start(self) -> None:
         self.world.log = self
         self.world.subscribe(self._on_event)
-        self._tasks.spawn(self._run(), name="dbackd-cluster")
+        self._task = self._tasks.spawn(self._run(), name="dbackd-cluster")
+        self._task.add_done_callback(self._ended)
         try:  # serve with the cluster's state if it comes quickly, with the declaration's if not
             await asyncio.wait_for(self._current.wait(), START_WAIT)
         except asyncio.TimeoutError:
             log.warning("cluster.start_without_redis", node=self.node, error=self.error)
 
+    def _ended(self, task: asyncio.Task) -> None:
+        """The connection task never ends but by stop(); if it did, changes are refused and /healthz says so."""
+        if not task.cancelled() and task.exception() is not None:
+            log.error("cluster.task_ended", node=self.node, error=type(task.exception()).__name__)
+        if self.up:
+            self._set_down("the cluster task ended")
+
     async def stop(self) -> None:
+        if self._task is not None:
+            self._task.remove_done_callback(self._ended)
         await self._tasks.cancel()
         self.world.unsubscribe(self._on_event)
         self.world.log = None
@@ -195,6 +213,9 @@ class Backplane:
                 await self._serve()
             except (RedisError, OSError, asyncio.TimeoutError) as exc:
                 self._set_down(type(exc).__name__)
+            except Exception as exc:  # a bug, or something in Redis no check foresaw: never the end of sharing
+                log.exception("cluster.failed", node=self.node)
+                self._set_down(f"internal error: {type(exc).__name__}")
             wait = delay * random.uniform(0.8, 1.2)
             await asyncio.sleep(wait)
             delay = min(delay * 2, BACKOFF_MAX)
@@ -273,8 +294,20 @@ class Backplane:
         state = await self.redis.hgetall(self.key("state", snowflake))
         last = state.pop("~last", None)
         client_id = state.pop("~client", None)
+        if client_id is not None:
+            try:
+                client_id = codec.client_id_from(client_id)
+            except codec.BadEntry as exc:
+                self._skip(snowflake, "~client", str(exc))
+                client_id = None
         if last is not None:
-            self._reconcile(snowflake, {uid: codec.user_from(uid, text) for uid, text in state.items()}, client_id)
+            users = {}
+            for uid, text in state.items():
+                try:
+                    users[uid] = codec.user_from(uid, text)
+                except codec.BadEntry as exc:
+                    self._skip(snowflake, f"user {uid[:40]!r}", str(exc))
+            self._reconcile(snowflake, users, client_id)
         start = last or "0-0"
         entries = await self.redis.xrange(self.key("events", snowflake), min=f"({start}", max="+")
         self._last[snowflake] = start
@@ -300,18 +333,28 @@ class Backplane:
 
     def _commit(self, snowflake: str, entries: list) -> None:
         for entry_id, fields in entries:
+            self._last[snowflake] = entry_id  # read past it whatever it holds: a bad one is not read again
             try:
-                event = codec.decode(snowflake, fields["e"])
-            except (ValueError, KeyError, TypeError):
-                log.error("cluster.bad_entry", server=snowflake, id=entry_id)
+                event = codec.decode(snowflake, fields.get("e"))
+                self.world.commit(event)
+            except codec.BadEntry as exc:
+                self._skip(snowflake, entry_id, str(exc))
                 continue
-            self.world.commit(event)
-            self._last[snowflake] = entry_id
+            except Exception as exc:  # a bug on the way: that entry only is lost, never the cluster task
+                log.exception("cluster.apply_failed", server=snowflake, id=entry_id)
+                self._skip(snowflake, entry_id, f"cannot apply: {type(exc).__name__}")
+                continue
             self.applied += 1
             if isinstance(event, PresenceChanged):
                 self._dirty.setdefault(snowflake, set()).add(event.uid)
             elif isinstance(event, ClientIdChanged):
                 self._dirty.setdefault(snowflake, set()).add("~client")
+
+    def _skip(self, snowflake: str, where: str, reason: str) -> None:
+        self.skipped += 1
+        count = self._skips.note(time.monotonic())
+        if count:
+            log.error("cluster.bad_entry", node=self.node, server=snowflake, entry=where, reason=reason, count=count)
 
     # -- the loops while connected -----------------------------------------------------
     async def _read_loop(self) -> None:
@@ -442,9 +485,10 @@ class Backplane:
             for name, text in nodes.items():
                 try:
                     info = json.loads(text)
-                except ValueError:
+                    at = float(info.get("at", 0))
+                except (ValueError, TypeError, AttributeError):
                     continue
-                if now - float(info.get("at", 0)) < NODE_STALE:
+                if now - at < NODE_STALE:
                     seen[name] = info
                 else:
                     await self.redis.hdel(nodes_key, name)
@@ -471,6 +515,8 @@ class Backplane:
                 await self.declaration.set_layer(name, codec.layer_from(stored, self.world.config))
             except ConfigError as exc:
                 log.error("cluster.layer_refused", layer=name, errors=[p.message for p in exc.problems][:5])
+            except codec.BadEntry as exc:
+                self._skip("*", f"layer {name}", str(exc))
 
     # -- reporting -----------------------------------------------------------------
     def differs(self) -> list[str]:
@@ -481,7 +527,9 @@ class Backplane:
         return {"node": self.node, "redis": "up" if self.up else "down", "since": self.since.isoformat(),
                 "error": self.error, "leader": self.leader, "is_leader": self.is_leader,
                 "nodes": sorted(self.nodes), "config_agrees": not self.differs(), "differs": self.differs(),
-                "published": self.published, "applied": self.applied, "refused": self.refused}
+                "published": self.published, "applied": self.applied, "refused": self.refused,
+                "skipped": self.skipped,
+                "task": "running" if self._task is not None and not self._task.done() else "stopped"}
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("dbackd_cluster_redis_up", "1 while the cluster's Redis is reachable, else 0.")
@@ -501,7 +549,10 @@ class Backplane:
         refused.add_metric([], self.refused)
         resyncs = CounterMetricFamily("dbackd_cluster_resyncs", "Servers caught up from their snapshot.")
         resyncs.add_metric([], self.resyncs)
-        yield from (up, leader, agrees, nodes, published, applied, refused, resyncs)
+        skipped = CounterMetricFamily("dbackd_cluster_skipped", "Entries read from Redis and skipped: refused by "
+                                      "the API's checks, or not applicable.")
+        skipped.add_metric([], self.skipped)
+        yield from (up, leader, agrees, nodes, published, applied, refused, resyncs, skipped)
 
     def describe(self) -> Iterator[Metric]:
         return iter(())

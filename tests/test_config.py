@@ -198,3 +198,36 @@ static:
 """ % tmp_path)
     assert any("static[0].sockets[0]" in p and "without a path" in p for p in found), found
     assert any("static[1].sockets" in p and "only the built-in page" in p for p in found), found
+
+
+@pytest.mark.parametrize("where, value, definition", [
+    ('snowflake: "1"', 'snowflake: "1\\n"', "uid"),
+    ('uid: "10"', 'uid: "2\\n"', "uid"),
+    ('roleColor: "#AABBCC"', 'roleColor: "#ffffff\\n"', None),
+])
+def test_a_trailing_newline_is_refused_by_check_as_by_the_api(where, value, definition):
+    """JSON Schema's `$` ends the string; in Python's re it also matches before a final newline."""
+    from dbackd.sources import apischema
+
+    found = problems(GOOD.replace(where, value))
+    assert found and all("must be" in line for line in found), found
+    if definition is not None:
+        with pytest.raises(apischema.InvalidRequest):
+            apischema.check(definition, value.split('"')[1].replace("\\n", "\n"))
+
+
+def test_a_static_mount_of_the_root_or_holding_the_config_is_refused(tmp_path):
+    (tmp_path / "www").mkdir()
+    (tmp_path / "dback.yaml").write_text("static: [{path: /, dir: /}]\n" + GOOD)
+    with pytest.raises(ConfigError) as info:
+        load_file(tmp_path / "dback.yaml")
+    assert [p.message for p in info.value.problems] == ["the root directory / must not be served: give the "
+                                                        "directory of the files to serve"]
+    (tmp_path / "dback.yaml").write_text("static: [{path: /, dir: .}]\n" + GOOD)
+    with pytest.raises(ConfigError) as info:
+        load_file(tmp_path / "dback.yaml")
+    assert [p.message for p in info.value.problems] == [f"{tmp_path} holds the config file "
+                                                        f"{tmp_path / 'dback.yaml'}: it would be served; "
+                                                        "serve a directory of its own"]
+    (tmp_path / "dback.yaml").write_text("static: [{path: /, dir: www}]\n" + GOOD)
+    assert load_file(tmp_path / "dback.yaml").static[0].dir == tmp_path / "www"

@@ -100,13 +100,36 @@ async def test_a_client_idling_on_tcp_is_closed(start_daemon):
     assert d.health()["connections"] == 0
 
 
-async def test_a_slow_body_is_answered_408_and_closed(start_daemon):
-    d = await start_daemon(text=config({"body_timeout": 0.3}))
+async def unfinished_post(d, length: int) -> tuple:
+    """A connection that sent an API request's head and the start of a body of `length` bytes."""
     reader, writer = await asyncio.open_connection("127.0.0.1", d.port)
     writer.write(f"POST /api/servers/a/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
-                 "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"uid\": ".encode())
+                 f"Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n{{\"uid\": ".encode())
+    return reader, writer
+
+
+async def test_a_slow_body_is_answered_408_and_closed(start_daemon):
+    d = await start_daemon(text=config({"body_timeout": 0.3}))
+    reader, writer = await unfinished_post(d, 100)
     answer = await eof_within(reader, RECV_TIMEOUT)  # the whole answer, then the end of the connection
     assert answer.startswith(b"HTTP/1.1 408") and b"limits.body_timeout" in answer
+    writer.close()
+
+
+async def test_the_connection_ends_with_the_408_not_a_body_timeout_later(start_daemon):
+    d = await start_daemon(text=config({"body_timeout": 3}))
+    reader, writer = await unfinished_post(d, 100)
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), RECV_TIMEOUT)
+    assert head.startswith(b"HTTP/1.1 408")
+    await eof_within(reader, 1.5)  # not another body_timeout spent throwing away what still comes
+    writer.close()
+
+
+async def test_a_too_large_content_length_is_answered_413_and_closed(start_daemon):
+    d = await start_daemon(text=config({"body_timeout": 30}))
+    reader, writer = await unfinished_post(d, 100000000)
+    answer = await eof_within(reader, RECV_TIMEOUT)  # at once, not after body_timeout
+    assert answer.startswith(b"HTTP/1.1 413") and b"api.max_body_bytes" in answer
     writer.close()
 
 

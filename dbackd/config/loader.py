@@ -152,10 +152,39 @@ def _check_rules(source: Source, base_dir: Path) -> tuple[list[Problem], list[st
             d = (base_dir / m["dir"]).resolve()
             if not d.is_dir():
                 problems.append(source.problem(("static", i, "dir"), f"not a directory: {d}"))
+            else:
+                why = unsafe_mount(d, _private_files(source, data, base_dir))
+                if why:
+                    problems.append(source.problem(("static", i, "dir"), why))
             if m.get("sockets"):
                 problems.append(source.problem(("static", i, "sockets"),
                                                "only the built-in page reads `sockets`: a directory's page sets its own"))
     return problems, notes
+
+
+def unsafe_mount(directory: Path, private: list[tuple[str, Path]]) -> Optional[str]:
+    """Why a directory must not be served (the root, or it holds a private file), or None.
+
+    `directory` is resolved; so is what a mount serves, as a symlink inside it is followed."""
+    if directory == Path(directory.anchor):
+        return f"the root directory {directory} must not be served: give the directory of the files to serve"
+    for what, file in private:
+        target = file.resolve()
+        if directory in target.parents:
+            return f"{directory} holds {what} {target}: it would be served; serve a directory of its own"
+    return None
+
+
+def _private_files(source: Source, data: dict, base_dir: Path) -> list[tuple[str, Path]]:
+    """Files a static mount must never serve: the config itself and the TLS key."""
+    private = []
+    if source.file not in ("<dict>", EMBEDDED_NAME) and Path(source.file).is_file():
+        private.append(("the config file", Path(source.file)))
+    listen = data.get("listen") if isinstance(data.get("listen"), dict) else {}
+    tls = listen.get("tls") if isinstance(listen.get("tls"), dict) else {}
+    if isinstance(tls.get("key"), str):
+        private.append(("the TLS key", located(base_dir, tls["key"])))
+    return private
 
 
 def _check_listen(source: Source, data: dict, base_dir: Path, problems: list[Problem]) -> None:
@@ -312,5 +341,11 @@ def with_overrides(config: Config, host: Optional[str] = None, port: Optional[in
         d = Path(static_dir).resolve()
         if not d.is_dir():
             raise ConfigError([Problem("--static-dir", 1, 1, "", f"not a directory: {d}")])
+        private = [("the config file", Path(config.file))] if config.file and Path(config.file).is_file() else []
+        if config.listen.tls is not None:
+            private.append(("the TLS key", config.listen.tls.key))
+        why = unsafe_mount(d, private)
+        if why:
+            raise ConfigError([Problem("--static-dir", 1, 1, "", why)])
         static = (Mount(path="/", dir=d),)
     return dataclasses.replace(config, listen=listen, static=static)

@@ -144,6 +144,15 @@ class QuietRequestHandler(web.RequestHandler):
         response.force_close()
         return response
 
+    async def finish_response(self, request: web.BaseRequest, resp: web.StreamResponse,
+                              start_time: Optional[float]) -> tuple[web.StreamResponse, bool]:
+        """An answer that ends the connection (a 408 or 413 with the body unread) ends it once
+        sent: aiohttp would first read and throw away what still comes, for lingering_time."""
+        result = await super().finish_response(request, resp, start_time)
+        if not resp.keep_alive and not request.content.is_eof():
+            self.force_close()
+        return result
+
 
 def _is_upgrade(request: web.Request) -> bool:
     return request.headers.get("Upgrade", "").lower() == "websocket"

@@ -40,7 +40,7 @@ class ApiError(Exception):
         super().__init__(message)
         self.status = status
         self.headers = headers or {}
-        self.close = close  # the connection cannot be used again (a body left half-read)
+        self.close = close  # the connection cannot be used again (a body left unread): it ends with the answer
 
 
 def _error(status: int, message: str, headers: Optional[dict[str, str]] = None, close: bool = False) -> web.Response:
@@ -146,7 +146,7 @@ class HttpApi:
         try:
             body = await read_limited(request.content, limit, request.content_length, config.limits.body_timeout)
         except TooLarge:
-            raise ApiError(413, f"the body is larger than api.max_body_bytes ({limit} bytes)") from None
+            raise ApiError(413, f"the body is larger than api.max_body_bytes ({limit} bytes)", close=True) from None
         except TooSlow:
             raise ApiError(408, f"the body did not arrive within limits.body_timeout "
                                 f"({config.limits.body_timeout:g} s)", close=True) from None

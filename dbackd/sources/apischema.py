@@ -20,7 +20,7 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
 from dbackd.config import schema as config_schema
-from dbackd.config.schema import _explain  # the config's wording for schema errors, reused
+from dbackd.config.schema import Validator, _explain  # the config's checker and wording, reused
 from dbackd.config.source import Source
 
 API_ID = "https://dbackd.invalid/schemas/api.schema.json"
@@ -60,7 +60,7 @@ def _fast(name: str) -> Callable[[Any], Any]:
 
 @lru_cache(maxsize=None)
 def _explainer(name: str) -> Draft202012Validator:
-    return Draft202012Validator({"$ref": f"{API_ID}#/$defs/{name}"}, registry=_registry())
+    return Validator({"$ref": f"{API_ID}#/$defs/{name}"}, registry=_registry())
 
 
 def explain(name: str, data: Any) -> list[str]:

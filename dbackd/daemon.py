@@ -294,6 +294,7 @@ class Daemon:
             "dropped_slow": self.hub.slow_dropped,
             "reload": self.reloader.status(),
             "restart_required": list(self.declaration.restart_required),
+            "oauth": self.oauth.status(),
             **{source.name: entry for source in self.sources if (entry := source.health()) is not None},
             **({"cluster": self.backplane.status()} if self.backplane is not None else {}),
         }

@@ -154,3 +154,23 @@ async def test_the_daemon_logs_the_file_limit_it_got(start_daemon, captured_logs
     assert started["file_limit"] >= 100 + fdlimit.RESERVE
     assert d.health()["status"] == "ok"
 
+
+
+async def test_ipv6_addresses_of_one_64_count_as_one_address(start_daemon):
+    d = await start_daemon(text=config({"max_connections_per_address": 2},
+                                       "listen: {trusted_proxies: [127.0.0.0/8]}\n"))
+    async with aiohttp.ClientSession() as http:
+        a = [await ws(http, d, {"X-Forwarded-For": f"2001:db8:1:2::{i}"}) for i in (1, 2)]
+        assert await refused(http, d, {"X-Forwarded-For": "2001:db8:1:2:ffff:ffff:ffff:9"}) == 503  # the same /64
+        b = await ws(http, d, {"X-Forwarded-For": "2001:db8:1:3::1"})  # the next /64 is someone else
+        for c in a + [b]:
+            await c.assert_quiet()
+
+
+def test_the_address_key_is_the_ipv4_address_or_the_ipv6_64():
+    from dbackd.edge.peers import address_key
+
+    assert address_key("203.0.113.7") == "203.0.113.7"
+    assert address_key("2001:db8:1:2::1") == address_key("2001:DB8:1:2:ffff::1") == "2001:db8:1:2::/64"
+    assert address_key("::ffff:203.0.113.7") == "203.0.113.7"  # IPv4 written as IPv6 is that IPv4 address
+    assert address_key("not an address") == "not an address"

@@ -490,20 +490,22 @@ async def test_a_reload_that_changes_nothing_for_the_server_lets_the_login_throu
 
 
 # -- what Discord is asked ---------------------------------------------------------------
-async def test_the_guard_stops_calling_discord_before_its_invalid_request_limit(start_daemon, open_client, discord,
+async def test_the_guard_stops_calling_discord_at_its_budget_but_for_its_pace(start_daemon, open_client, discord,
                                                                                 captured_logs, http):
     d = await start_daemon(config(discord, "{any_discord_user: true}"))
-    d.oauth.guard.budget = 3  # Discord blocks at 10,000; the point is where it stops, not how far
+    guard = d.oauth.guard
+    guard.budget, guard.burst = 3, 1  # Discord blocks at 10,000; the point is where it stops, not how far
+    guard.clock = lambda: 1000.0  # no time passes: past the budget, one paced slot and no more
     clients = [await open_client(d) for _ in range(2)]
     for i in range(6):
         assert await clients[i % 2].connect("priv", **login(f"random-{i}", NELLY)) == FAILED
-    assert discord.count("me") == 3
-    assert [e["outcome"] for e in events(captured_logs)] == ["invalid_token"] * 3 + ["rate_limited"] * 3
+    assert discord.count("me") == 4
+    assert [e["outcome"] for e in events(captured_logs)] == ["invalid_token"] * 4 + ["rate_limited"] * 2
     async with http.get(f"http://127.0.0.1:{d.port}/metrics") as r:
         families = {f.name: f for f in text_string_to_metric_families(await r.text())}
-    guard = {s.labels["kind"]: s.value for s in families["dbackd_oauth_discord_guard"].samples
-             if s.name.endswith("_total")}
-    assert guard == {"invalid": 3.0, "refused": 3.0}
+    counted = {s.labels["kind"]: s.value for s in families["dbackd_oauth_discord_guard"].samples
+               if s.name.endswith("_total")}
+    assert counted == {"invalid": 4.0, "refused": 2.0}
 
 
 async def test_a_rejected_token_is_remembered_for_a_minute_even_with_the_cache_off(start_daemon, open_client,
@@ -554,3 +556,23 @@ async def test_concurrent_checks_per_address_are_bounded(start_daemon, open_clie
     for c in clients[:2]:
         assert (await c.recv_type("server-join"))["data"]["serverName"] == "Private"
     assert discord.count("me") == 2
+
+
+async def test_past_its_budget_the_guard_paces_lookups_and_never_locks_real_logins_out(start_daemon, open_client,
+                                                                                       discord, http):
+    d = await start_daemon(config(discord, "{any_discord_user: true}"))
+    now = [1000.0]
+    guard = d.oauth.guard
+    guard.budget, guard.burst, guard.clock = 3, 2, lambda: now[0]  # Discord blocks at 10,000; the shape matters
+    clients = [await open_client(d) for _ in range(2)]
+    for i in range(3 + 2 + 2):  # the budget, then the paced burst, then two with no slot left
+        assert await clients[i % 2].connect("priv", **login(f"random-{i}", NELLY)) == FAILED
+    assert discord.count("me") == 3 + 2  # the last two were not sent
+    async with http.get(f"http://127.0.0.1:{d.port}/healthz") as r:
+        shown = (await r.json())["oauth"]["discord_guard"]
+    assert shown == {"state": "paced", "invalid_recent": 5, "budget": 3, "pace_per_second": guard.pace,
+                     "paced": 2, "refused": 2}
+    now[0] += 1.0 / guard.pace  # a moment later, not the ten minutes of the window
+    discord.users["tok-real"] = NELLY
+    fresh = await open_client(d)
+    assert (await fresh.connect("priv", **login("tok-real", NELLY)))["type"] == "server-join"

@@ -10,8 +10,11 @@ check waits out `Retry-After` when that fits in its `timeout` and otherwise fail
 and nothing is sent on that token again until the wait is over. Discord blocks an address
 that gets too many 401, 403 and 429 answers (its invalid request limit: 10,000 in 10
 minutes), after which no real login works: such answers are counted, and once half
-that many were seen in the window no request is sent until the window moves on
-(`oauth.verified` says `rate_limited`, the metrics count it). A token Discord rejected is
+that many were seen in the window new look-ups are paced (a few a second) rather than
+refused, so even if every one were refused Discord's limit is never reached, and a real
+login is slowed while an attack lasts, never locked out for the window; one that finds
+no slot fails at once (`oauth.verified` says `rate_limited`, the metrics count it, and
+/healthz shows the guard). A token Discord rejected is
 remembered for a minute even with the cache off, so one bad token costs one request.
 
 It answers yes or no and logs one `oauth.verified` event per check. It follows config
@@ -56,7 +59,9 @@ _DEFAULT_RETRY_AFTER = 1.0  # a 429 that does not say how long
 _USER_AGENT = f"DiscordBot (dbackd, {__version__})"  # the form Discord asks of API clients
 FAILED_TTL = 60.0  # seconds a token Discord rejected is remembered, whatever cache_ttl says
 INVALID_WINDOW = 600.0  # Discord's invalid request limit counts 401, 403 and 429 answers over 10 minutes...
-INVALID_BUDGET = 5000  # ...and blocks past 10,000; dbackd stops asking at half that
+INVALID_BUDGET = 5000  # ...and blocks past 10,000; dbackd paces its look-ups from half that on:
+PACE = 5.0  # look-ups a second past the budget: 5,000 + 5 × 600 s + PACE_BURST stays under 10,000
+PACE_BURST = 20
 _INVALID = (401, 403, 429)
 
 # RFC 6750 token68; anything else could not be sent in a header, so it is no token.
@@ -115,25 +120,50 @@ class _Check:
 
 
 class InvalidRequestGuard:
-    """Counts Discord's 401, 403 and 429 answers over a sliding window; says no once `budget` were seen."""
+    """Counts Discord's 401, 403 and 429 answers over a sliding window; once `budget` were
+    seen, lets new look-ups through at `pace` a second (a bucket of `burst`) and no faster."""
 
     def __init__(self, budget: int = INVALID_BUDGET, window: float = INVALID_WINDOW,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, pace: float = PACE, burst: int = PACE_BURST):
         self.budget = budget
         self.window = window
         self.clock = clock
+        self.pace = pace
+        self.burst = burst
         self.invalid = 0  # such answers seen, ever
-        self.refused = 0  # requests not sent because the budget was spent
+        self.paced = 0  # requests sent past the budget, at the pace
+        self.refused = 0  # requests not sent: past the budget and no slot free
         self._seen: deque[float] = deque()  # when each answer in the window came
+        self._slots: Optional[float] = None  # free slots past the budget (None: the budget is not spent)
+        self._slots_at = 0.0
 
-    def allows(self) -> bool:
-        now, seen = self.clock(), self._seen
+    def _over(self, now: float) -> bool:
+        seen = self._seen
         while seen and now - seen[0] >= self.window:
             seen.popleft()
         if len(seen) < self.budget:
+            self._slots = None
+            return False
+        return True
+
+    def allows(self) -> bool:
+        now = self.clock()
+        if not self._over(now):
+            return True
+        if self._slots is None:
+            self._slots, self._slots_at = float(self.burst), now
+        self._slots = min(float(self.burst), self._slots + (now - self._slots_at) * self.pace)
+        self._slots_at = now
+        if self._slots >= 1.0:
+            self._slots -= 1.0
+            self.paced += 1
             return True
         self.refused += 1
         return False
+
+    def status(self) -> dict[str, Any]:
+        return {"state": "paced" if self._over(self.clock()) else "open", "invalid_recent": len(self._seen),
+                "budget": self.budget, "pace_per_second": self.pace, "paced": self.paced, "refused": self.refused}
 
     def record(self, status: int) -> bool:
         """Note an answer; True if it counts against the limit."""
@@ -199,6 +229,10 @@ class OAuthService:
     def cached(self) -> int:
         """How many answers are remembered."""
         return len(self._cache)
+
+    def status(self) -> dict[str, Any]:
+        """For /healthz: the invalid-request guard (open, or pacing look-ups) and the answers remembered."""
+        return {"discord_guard": self.guard.status(), "cached": self.cached}
 
     @staticmethod
     def _oauth_settings(config: Config) -> frozenset[OAuth]:

@@ -5,13 +5,17 @@ the nearest address in its X-Forwarded-For that is not a trusted proxy itself (a
 peer's header is ignored: anyone can write one). Direct connections are counted by peer
 at accept (door.py); connections through a trusted proxy are counted by forwarded
 address when they become sockets. Limits are read from the world's config at each use,
-so a reload applies at once. It counts and answers yes or no; it never closes or sends
-anything, and it keeps no more than a bounded number of addresses.
+so a reload applies at once. What is counted per address is keyed by `address_key`: an
+IPv4 address, or an IPv6 address's /64 (one subscriber's usual share, so one line is not
+2^64 addresses). It counts and answers yes or no; it never closes or sends anything, and
+it keeps no more than a bounded number of addresses.
 """
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections import Counter
+from functools import lru_cache
 from typing import Callable, Optional
 
 from cachetools import TTLCache
@@ -23,6 +27,21 @@ from dbackd.core.world import World
 MAX_TRACKED = 65536  # addresses whose login-check rate is remembered (the oldest are forgotten first)
 FULL = "full"  # refusal reasons, for logs and metrics
 ADDRESS_FULL = "address_full"
+
+
+@lru_cache(maxsize=4096)
+def address_key(address: str) -> str:
+    """What per-address limits count by: an IPv4 address, an IPv6 address's /64, or the text
+    itself when it is no address (a proxy's odd header)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 def client_address(listen: Listen, peer: Optional[str], forwarded: Optional[str]) -> Optional[str]:
@@ -54,6 +73,7 @@ class Peers:
         False for a trusted proxy's connection, whose clients are counted one by one later."""
         limits = self.world.config.limits
         capacity = limits.max_connections if self.capacity is None else min(limits.max_connections, self.capacity)
+        address = None if address is None else address_key(address)
         if count_address and address is not None and self.per_address[address] >= limits.max_connections_per_address:
             self.refused[ADDRESS_FULL] += 1
             return ADDRESS_FULL
@@ -68,13 +88,14 @@ class Peers:
     def release(self, address: Optional[str], count_address: bool = True) -> None:
         self.total -= 1
         if count_address and address is not None:
-            self._uncount(self.per_address, address)
+            self._uncount(self.per_address, address_key(address))
 
     def admit_forwarded(self, address: Optional[str]) -> Optional[str]:
         """A socket through a trusted proxy: counted by the address it was forwarded for
         (the proxy's connection itself was counted in the total at accept)."""
         if address is None:
             return None
+        address = address_key(address)
         if self.per_address[address] >= self.world.config.limits.max_connections_per_address:
             self.refused[ADDRESS_FULL] += 1
             return ADDRESS_FULL
@@ -83,7 +104,7 @@ class Peers:
 
     def release_forwarded(self, address: Optional[str]) -> None:
         if address is not None:
-            self._uncount(self.per_address, address)
+            self._uncount(self.per_address, address_key(address))
 
     def may_open_socket(self, address: Optional[str]) -> bool:
         """True if the address may open one more socket now (`limits.sockets_per_second`)."""
@@ -93,7 +114,7 @@ class Peers:
     # -- login checks ----------------------------------------------------------------
     def begin_check(self, address: Optional[str]) -> bool:
         """True if the address may start one more Discord login check now; end it with end_check."""
-        key = address or ""
+        key = address_key(address or "")
         limits = self.world.config.limits
         if self._checks[key] >= limits.oauth_checks_per_address:
             return False
@@ -114,7 +135,7 @@ class Peers:
         return not over
 
     def end_check(self, address: Optional[str]) -> None:
-        self._uncount(self._checks, address or "")
+        self._uncount(self._checks, address_key(address or ""))
 
     @staticmethod
     def _uncount(counter: Counter, key: str) -> None:

@@ -167,6 +167,17 @@ async def test_ipv6_addresses_of_one_64_count_as_one_address(start_daemon):
             await c.assert_quiet()
 
 
+async def test_ipv6_addresses_of_one_64_share_one_socket_rate(start_daemon):
+    d = await start_daemon(text=config({"sockets_per_second": 0.001, "sockets_burst": 2},
+                                       "listen: {trusted_proxies: [127.0.0.0/8]}\n"))
+    async with aiohttp.ClientSession() as http:
+        opened = [await ws(http, d, {"X-Forwarded-For": f"2001:db8:1:2::{i}"}) for i in (1, 2)]
+        assert await refused(http, d, {"X-Forwarded-For": "2001:db8:1:2::3"}) == 429  # the same /64
+        opened.append(await ws(http, d, {"X-Forwarded-For": "2001:db8:1:3::1"}))
+        for c in opened:
+            await c.assert_quiet()
+
+
 def test_the_address_key_is_the_ipv4_address_or_the_ipv6_64():
     from dbackd.edge.peers import address_key
 

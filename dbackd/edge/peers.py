@@ -109,7 +109,8 @@ class Peers:
     def may_open_socket(self, address: Optional[str]) -> bool:
         """True if the address may open one more socket now (`limits.sockets_per_second`)."""
         limits = self.world.config.limits
-        return self._take(self._socket_rate, address or "", limits.sockets_per_second, limits.sockets_burst)
+        return self._take(self._socket_rate, address_key(address or ""), limits.sockets_per_second,
+                          limits.sockets_burst)
 
     # -- login checks ----------------------------------------------------------------
     def begin_check(self, address: Optional[str]) -> bool:

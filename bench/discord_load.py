@@ -18,7 +18,7 @@ yet), per member; and the size of the
 big server's server-join frame, at --max-actors (the default, 2,000, unless given).
 
     python bench/discord_load.py [--members 100000] [--rate 1000] [--seconds 10] [--clients 10]
-                                 [--max-actors N]
+                                 [--max-actors N]   (a storm needs --max-actors 100000)
 """
 from __future__ import annotations
 
@@ -275,6 +275,9 @@ def main() -> None:
     p.add_argument("--clients", type=int, default=10)
     p.add_argument("--max-actors", type=int, default=None, help="the big server's max_actors (default: 2,000)")
     args = p.parse_args()
+    if args.seconds > 0 and (args.max_actors or 2000) <= args.members:
+        # The storm waits for every update to reach the world; one for a member not shown never does.
+        p.error("a presence storm needs every member shown: add --max-actors 100000 (or --seconds 0)")
     asyncio.run(run(args.members, args.rate, args.seconds, args.clients, args.max_actors))
 
 

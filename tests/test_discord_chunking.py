@@ -39,7 +39,11 @@ async def test_chunks_slower_than_discord_py_waits_still_load_the_whole_guild(st
         assert {uid for uid, u in users(d, "big").items() if u["status"] != "offline"} == online
 
 
-async def test_a_rate_limited_request_after_an_invalid_session_deletes_nobody_and_leaves_no_ghost(start_daemon):
+async def test_a_rate_limited_request_after_an_invalid_session_deletes_nobody_and_leaves_no_ghost(start_daemon,
+                                                                                                 monkeypatch):
+    from dbackd.sources.discord import chunks
+
+    monkeypatch.setattr(chunks, "STALL", 120.0)  # only RATE_LIMITED's retry_after can bring the guild back in time
     async with FakeDiscord(token=TOKEN, heartbeat_interval=5.0, member_request_interval=3.0) as fake:
         guild = fake.add_large_guild(id=BIG, members=2_000, online_fraction=0.2, roles=2, channels=1)
         d = await start_daemon(_config(fake))
@@ -56,6 +60,7 @@ async def test_a_rate_limited_request_after_an_invalid_session_deletes_nobody_an
         await until(d, lambda: gone not in users(d, "big"), timeout=20)
         await health_until(d, lambda h: h["servers"]["big"]["state"] == "ready")
         assert len(users(d, "big")) == 1_999 and lowest[0] >= 1_999
+        assert fake.counts["rate_limited"] == 1  # asked again only once retry_after had passed
 
 
 async def test_a_member_absent_from_a_complete_new_snapshot_is_removed(start_daemon):

@@ -23,6 +23,7 @@ log = structlog.get_logger("dbackd.discord")
 REQUEST_INTERVAL = 0.6  # seconds between two member requests on one connection
 STALL = 15.0  # seconds without a chunk after which a request is taken as lost and asked again
 RETRY_MAX = 60.0  # the longest wait between two requests for one guild
+RETRY_MARGIN = 0.25  # seconds added to a RATE_LIMITED's retry_after: it is counted from Discord's clock
 
 Send = Callable[[int, int, str], Awaitable[bool]]  # (guild id, shard id, nonce): sends op 8; False if it could not
 
@@ -85,7 +86,7 @@ class Chunker:
                 if outcome == "rate_limited":
                     assert request.retry_after is not None
                     log.info("discord.chunks_rate_limited", guild=str(guild_id), retry_after=request.retry_after)
-                    await asyncio.sleep(request.retry_after)
+                    await asyncio.sleep(request.retry_after + RETRY_MARGIN)
                 else:  # stalled, or the connection was going
                     log.warning("discord.chunks_stalled", guild=str(guild_id), got=len(request.indexes),
                                 of=request.count, sent=sent, action="asking again")

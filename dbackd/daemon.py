@@ -26,7 +26,6 @@ from dbackd.sources.api import HttpApi
 from dbackd.sources.callbacks import Callbacks
 from dbackd.config import Config
 from dbackd.core.declaration import ConfigSource, Declaration, Overrides, load
-from dbackd.cluster.backplane import Backplane
 from dbackd.cluster.leadership import Leadership
 from dbackd.edge.door import Door
 from dbackd.ops import fdlimit
@@ -47,6 +46,7 @@ from dbackd.edge.websocket import SocketEndpoint
 from dbackd.core.world import World
 
 if TYPE_CHECKING:
+    from dbackd.cluster.backplane import Backplane
     from dbackd.sources.discord.source import DiscordSource
     from dbackd.sources.simulation import SimulationService
 
@@ -101,10 +101,12 @@ class Daemon:
         for source in self.sources:
             self.metrics.register(source)
         # In a cluster the world's live changes go through Redis, and the producers run on one node.
-        self.backplane = (Backplane(self.world, self.declaration, self.config.cluster,
-                                    layers=tuple(source.name for source in self.sources))
-                          if self.config.cluster is not None else None)
-        if self.backplane is not None:
+        self.backplane: Optional[Backplane] = None
+        if self.config.cluster is not None:
+            from dbackd.cluster.backplane import Backplane  # the Redis client, for a cluster only
+
+            self.backplane = Backplane(self.world, self.declaration, self.config.cluster,
+                                       layers=tuple(source.name for source in self.sources))
             self.metrics.register(self.backplane)
         self.leadership = Leadership(list(self.sources), self.backplane)
         self.site = Site(self.world, self.hub, self.sockets, self.http_api, self.metrics, self.callbacks,

@@ -26,7 +26,6 @@ socket and never logs the Redis URL (it may carry a password).
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import json
 import os
 import random
@@ -51,11 +50,10 @@ from dbackd.core.tasks import TaskSet
 from dbackd.core.world import Unavailable, World
 from dbackd.cluster import codec
 from dbackd.cluster.agreement import fingerprint
+from dbackd.cluster.producing import PRODUCING
 
 log = structlog.get_logger("dbackd.cluster")
 
-# True in the tasks of the producers (the live sources): their changes need the lease.
-PRODUCING: contextvars.ContextVar[bool] = contextvars.ContextVar("dbackd_producing", default=False)
 
 OUTBOX_LIMIT = 100_000  # changes waiting to be appended; past it, changes are refused
 READ_COUNT = 1000  # stream entries per read

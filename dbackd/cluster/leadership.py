@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import structlog
-from redis.exceptions import RedisError
 
 from dbackd.core.lifecycle import Service
 from dbackd.core.tasks import TaskSet
-from dbackd.cluster.backplane import PRODUCING, Backplane
+from dbackd.cluster.producing import PRODUCING
+
+if TYPE_CHECKING:
+    from dbackd.cluster.backplane import Backplane
 
 log = structlog.get_logger("dbackd.cluster")
 
@@ -34,7 +36,7 @@ return 0
 
 
 class Leadership:
-    def __init__(self, producers: list[Service], backplane: Optional[Backplane] = None):
+    def __init__(self, producers: list[Service], backplane: Optional["Backplane"] = None):
         self.producers = producers
         self.backplane = backplane
         self.leading = False
@@ -53,6 +55,8 @@ class Leadership:
         await self._follow("stopping")
         bp = self.backplane
         if bp is not None and bp.redis is not None and bp.up:
+            from redis.exceptions import RedisError  # only a cluster has Redis
+
             try:
                 await asyncio.wait_for(bp.redis.eval(_RELEASE, 1, bp.key("leader"), bp.node), bp.settings.timeout)
             except (RedisError, OSError, asyncio.TimeoutError):
@@ -83,6 +87,8 @@ class Leadership:
             log.info("cluster.follower", node=self.backplane.node, reason=reason)
 
     async def _hold(self) -> None:
+        from redis.exceptions import RedisError  # only a cluster has Redis
+
         bp = self.backplane
         assert bp is not None
         lease = bp.settings.lease

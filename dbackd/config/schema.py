@@ -74,9 +74,8 @@ _DefaultingValidator = _with_defaults(Validator)
 
 @lru_cache(maxsize=1)
 def _validator() -> Draft202012Validator:
-    s = schema()
-    Draft202012Validator.check_schema(s)
-    return _DefaultingValidator(s)
+    # The schema itself is checked against the metaschema by the tests, not at every start.
+    return _DefaultingValidator(schema())
 
 
 @lru_cache(maxsize=None)

@@ -20,7 +20,6 @@ import traceback
 from typing import Any, MutableMapping, Optional, TextIO
 
 import structlog
-from aiohttp.http_exceptions import HttpProcessingError
 
 from dbackd.core.rates import Tally
 
@@ -54,6 +53,12 @@ def scrub(text: str) -> str:
     return _SECRET_TEXT.sub(lambda m: (m.group(1) or m.group(2)) + REDACTED, text)
 
 
+def _malformed_request(exc: Optional[BaseException]) -> bool:
+    """aiohttp's error for a request it could not parse (which exists only once aiohttp is loaded)."""
+    module = sys.modules.get("aiohttp.http_exceptions")
+    return module is not None and isinstance(exc, module.HttpProcessingError)
+
+
 class ForeignRecords(logging.Filter):
     """Makes the records of other libraries safe to write (see the module's docstring)."""
 
@@ -63,7 +68,7 @@ class ForeignRecords(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, HttpProcessingError):
+        if _malformed_request(exc):
             text, trace = f"malformed HTTP request ({type(exc).__name__}, status {exc.code})", ""
         else:
             text = record.getMessage()

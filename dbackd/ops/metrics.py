@@ -1,23 +1,22 @@
 """Prometheus metrics of one daemon, served as text at GET /metrics.
 
-Each daemon has its own CollectorRegistry (never the process-wide one), so several
-daemons in one process, as in the tests, keep separate numbers. Counters that other
-parts already keep (the hub's frames and drops, open sockets) are read at scrape time;
-world events are counted as the world hands them out, reloads as the lifecycle moments
-tell them, and the rest when the sessions and the OAuth verifier report them. Nothing
-here changes state or writes to a client, and no label ever carries a secret or a value
-a client chose freely.
+Each daemon keeps its own numbers (never the process-wide registry), so several daemons
+in one process, as in the tests, keep separate counts. The numbers are plain counters
+kept here; prometheus-client is loaded, and its registry built, only at the first
+scrape, so a daemon that is never scraped never loads it. Counters that other parts
+already keep (the hub's frames and drops, open sockets) are read at scrape time; world
+events are counted as the world hands them out, reloads as the lifecycle moments tell
+them, and the rest when the sessions and the OAuth verifier report them. Nothing here
+changes state or writes to a client, and no label ever carries a secret or a value a
+client chose freely.
 """
 from __future__ import annotations
 
+import bisect
 import re
 import time
 import typing
-from typing import Callable, Iterator, Optional
-
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
-from prometheus_client.exposition import choose_encoder
-from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from typing import Any, Callable, Iterator, Optional
 
 from dbackd.version import __version__
 from dbackd.core.events import Event
@@ -38,6 +37,29 @@ def event_kind(cls: type) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower()
 
 
+class _Counter:
+    """A counter by label values, each remembering when it was first counted (its `_created`)."""
+
+    def __init__(self, name: str, doc: str, labels: tuple[str, ...] = ()):
+        self.name, self.doc, self.labels = name, doc, labels
+        self.values: dict[tuple[str, ...], list[float]] = {}  # label values -> [count, created]
+
+    def child(self, *values: str) -> list[float]:
+        entry = self.values.get(values)
+        if entry is None:
+            entry = self.values[values] = [0.0, time.time()]
+        return entry
+
+    def inc(self, *values: str) -> None:
+        self.child(*values)[0] += 1
+
+    def family(self, families: Any) -> Any:
+        out = families.CounterMetricFamily(self.name, self.doc, labels=list(self.labels))
+        for values, (count, created) in self.values.items():
+            out.add_metric(list(values), count, created=created)
+        return out
+
+
 class _Live:
     """Numbers read from the running parts at scrape time."""
 
@@ -46,13 +68,15 @@ class _Live:
         self.hub = hub
         self.uptime = uptime
 
-    def describe(self) -> Iterator[Metric]:
+    def describe(self) -> Iterator[Any]:
         return self._families()
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self) -> Iterator[Any]:
         return self._families(live=True)
 
-    def _families(self, live: bool = False) -> Iterator[Metric]:
+    def _families(self, live: bool = False) -> Iterator[Any]:
+        from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily
+
         open_ = GaugeMetricFamily("dbackd_connections", "Open WebSocket connections, joined to a server or not.")
         members = GaugeMetricFamily("dbackd_server_connections", "Open WebSocket connections joined to each server.",
                                     labels=["server"])
@@ -73,88 +97,134 @@ class _Live:
         yield from (open_, members, servers, frames, slow, uptime)
 
 
+class _Own:
+    """The numbers the Metrics keep, as Prometheus families at scrape time."""
+
+    def __init__(self, metrics: "Metrics"):
+        self.metrics = metrics
+
+    def describe(self) -> Iterator[Any]:
+        return self.collect()
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client import metrics_core as families
+        from prometheus_client.utils import floatToGoString
+
+        m = self.metrics
+        for counter in m.counters:
+            yield counter.family(families)
+        last_ok = families.GaugeMetricFamily("dbackd_config_last_reload_successful",
+                                             "1 if the last config reload (or the start-up load) succeeded, else 0.")
+        last_ok.add_metric([], m.last_reload_ok)
+        yield last_ok
+        last_time = families.GaugeMetricFamily("dbackd_config_last_reload_success_timestamp_seconds",
+                                               "Unix time of the last successful config load (start-up or reload).")
+        last_time.add_metric([], m.last_reload_time)
+        yield last_time
+        seconds = families.HistogramMetricFamily("dbackd_oauth_verification_seconds",
+                                                 "Time taken by one OAuth2 verification.")
+        cumulative, buckets = 0, []
+        for bound, count in zip((*OAUTH_BUCKETS, float("inf")), m.oauth_buckets):
+            cumulative += count
+            buckets.append((floatToGoString(bound), cumulative))
+        seconds.add_metric([], buckets, m.oauth_sum)
+        yield seconds
+        build = families.GaugeMetricFamily("dbackd_build_info", "Always 1; the version in a label.", labels=["version"])
+        build.add_metric([__version__], 1)
+        yield build
+
+
 class Metrics(Listener):
     """The daemon's metrics; its methods are what other parts call to report."""
 
     def __init__(self, world: World, hub: Hub, moments: Moments, uptime: Callable[[], float], loaded_at: float):
         """`loaded_at`: the Unix time the running config was loaded."""
-        self.registry = CollectorRegistry()
-        r = self.registry
-        self.joins = Counter("dbackd_joins", "Sockets that joined a server, by server id and how (public or auth).",
-                             ["server", "via"], registry=r)
-        self.refusals = Counter("dbackd_join_refusals", "connect requests refused, by reason.", ["reason"], registry=r)
-        self.events = Counter("dbackd_world_events", "Changes applied to the world, by kind.", ["kind"], registry=r)
-        self.reloads = Counter("dbackd_config_reloads", "Config reloads attempted.", registry=r)
-        self.reloads_failed = Counter("dbackd_config_reloads_failed", "Config reloads that failed (the old config stays).",
-                                      registry=r)
-        self.last_reload_ok = Gauge("dbackd_config_last_reload_successful",
-                                    "1 if the last config reload (or the start-up load) succeeded, else 0.", registry=r)
-        self.last_reload_time = Gauge("dbackd_config_last_reload_success_timestamp_seconds",
-                                      "Unix time of the last successful config load (start-up or reload).", registry=r)
-        self.oauth = Counter("dbackd_oauth_verifications", "Discord OAuth2 verifications, by outcome.", ["outcome"],
-                             registry=r)
-        self.oauth_seconds = Histogram("dbackd_oauth_verification_seconds", "Time taken by one OAuth2 verification.",
-                                       buckets=OAUTH_BUCKETS, registry=r)
-        self.oauth_guard = Counter("dbackd_oauth_discord_guard",
-                                   "Discord's invalid request limit: answers that count against it (invalid), and "
-                                   "requests not sent because half the limit was reached (refused).", ["kind"],
-                                   registry=r)
+        self.joins = _Counter("dbackd_joins", "Sockets that joined a server, by server id and how (public or auth).",
+                              ("server", "via"))
+        self.refusals = _Counter("dbackd_join_refusals", "connect requests refused, by reason.", ("reason",))
+        self.events = _Counter("dbackd_world_events", "Changes applied to the world, by kind.", ("kind",))
+        self.reloads = _Counter("dbackd_config_reloads", "Config reloads attempted.")
+        self.reloads_failed = _Counter("dbackd_config_reloads_failed", "Config reloads that failed (the old config stays).")
+        self.oauth = _Counter("dbackd_oauth_verifications", "Discord OAuth2 verifications, by outcome.", ("outcome",))
+        self.oauth_guard = _Counter("dbackd_oauth_discord_guard",
+                                    "Discord's invalid request limit: answers that count against it (invalid), and "
+                                    "requests not sent because half the limit was reached (refused).", ("kind",))
+        self.connections_refused = _Counter("dbackd_connections_refused",
+                                            "Connections answered 503 at accept, by reason (full, address_full).",
+                                            ("reason",))
+        self.counters = (self.joins, self.refusals, self.events, self.reloads, self.reloads_failed, self.oauth,
+                         self.oauth_guard, self.connections_refused)
+        self.oauth_buckets = [0] * (len(OAUTH_BUCKETS) + 1)  # per bucket, the last one +Inf
+        self.oauth_sum = 0.0
+        self.last_reload_ok = 1  # a daemon only exists once its config loaded
+        self.last_reload_time = loaded_at
+        for counter in (self.reloads, self.reloads_failed):
+            counter.child()
         for kind in ("invalid", "refused"):
-            self.oauth_guard.labels(kind)
-        self.connections_refused = Counter("dbackd_connections_refused",
-                                           "Connections answered 503 at accept, by reason (full, address_full).",
-                                           ["reason"], registry=r)
-        Gauge("dbackd_build_info", "Always 1; the version in a label.", ["version"], registry=r).labels(__version__).set(1)
-        r.register(_Live(world, hub, uptime))
-        ProcessCollector(registry=r)  # memory, CPU, open files of this process (Linux)
-
+            self.oauth_guard.child(kind)
         for reason in REFUSAL_REASONS:
-            self.refusals.labels(reason)
+            self.refusals.child(reason)
         for outcome in OAUTH_OUTCOMES:
-            self.oauth.labels(outcome)
+            self.oauth.child(outcome)
         # One counter per event class, looked up once: the world hands out thousands a second.
-        self._per_event = {cls: self.events.labels(event_kind(cls)) for cls in typing.get_args(Event)}
-        self.last_reload_ok.set(1)  # a daemon only exists once its config loaded
-        self.last_reload_time.set(loaded_at)
+        self._per_event = {cls: self.events.child(event_kind(cls)) for cls in typing.get_args(Event)}
+        self._collectors: list[object] = [_Own(self), _Live(world, hub, uptime)]
+        self._registry: Any = None  # prometheus-client's, made at the first scrape
         world.subscribe(self.on_event)
         moments.listen(self)
 
     def register(self, collector: object) -> None:
         """Numbers another part keeps, read at scrape time (an object with collect() and describe())."""
-        self.registry.register(collector)  # type: ignore[arg-type]
+        self._collectors.append(collector)
+        if self._registry is not None:
+            self._registry.register(collector)
 
     # -- reported by other parts -----------------------------------------------------
     def joined(self, server: str, via: str) -> None:
-        self.joins.labels(server, via).inc()
+        self.joins.inc(server, via)
 
     def refused(self, reason: str) -> None:
-        self.refusals.labels(reason).inc()
+        self.refusals.inc(reason)
 
     def oauth_verification(self, outcome: str, seconds: float) -> None:
         """One OAuth2 check: outcome is one of a small fixed set (allowed, denied, error, ...)."""
-        self.oauth.labels(outcome).inc()
-        self.oauth_seconds.observe(seconds)
+        self.oauth.inc(outcome)
+        self.oauth_buckets[bisect.bisect_left(OAUTH_BUCKETS, seconds)] += 1
+        self.oauth_sum += seconds
 
     def oauth_guarded(self, kind: str) -> None:
-        self.oauth_guard.labels(kind).inc()
+        self.oauth_guard.inc(kind)
 
     def connection_refused(self, reason: str) -> None:
-        self.connections_refused.labels(reason).inc()
+        self.connections_refused.inc(reason)
 
     def on_event(self, event: Event) -> None:
-        self._per_event[type(event)].inc()
+        self._per_event[type(event)][0] += 1
 
     # -- daemon lifecycle -------------------------------------------------------------
     def on_reload_finished(self, ok: bool, error: Optional[str]) -> None:
         self.reloads.inc()
-        self.last_reload_ok.set(1 if ok else 0)
+        self.last_reload_ok = 1 if ok else 0
         if ok:
-            self.last_reload_time.set(time.time())
+            self.last_reload_time = time.time()
         else:
             self.reloads_failed.inc()
 
     # -- exposition -------------------------------------------------------------------
     def render(self, accept: str = "") -> tuple[bytes, str]:
         """The exposition for an Accept header: (body, content type)."""
+        from prometheus_client.exposition import choose_encoder
+
         encoder, content_type = choose_encoder(accept)
-        return encoder(self.registry), content_type
+        return encoder(self._scraped()), content_type
+
+    def _scraped(self) -> Any:
+        if self._registry is None:
+            from prometheus_client import CollectorRegistry, ProcessCollector
+
+            registry = CollectorRegistry()
+            for collector in self._collectors:
+                registry.register(collector)  # type: ignore[arg-type]
+            ProcessCollector(registry=registry)  # memory, CPU, open files of this process (Linux)
+            self._registry = registry
+        return self._registry

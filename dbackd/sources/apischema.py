@@ -13,15 +13,17 @@ import copy
 import json
 from functools import lru_cache
 from importlib import resources
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import fastjsonschema
-from jsonschema import Draft202012Validator
-from referencing import Registry, Resource
 
 from dbackd.config import schema as config_schema
 from dbackd.config.schema import Validator, _explain  # the config's checker and wording, reused
 from dbackd.config.source import Source
+
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
+    from referencing import Registry
 
 API_ID = "https://dbackd.invalid/schemas/api.schema.json"
 
@@ -36,7 +38,9 @@ def schema() -> dict:
 
 
 @lru_cache(maxsize=1)
-def _registry() -> Registry:
+def _registry() -> "Registry":
+    from referencing import Registry, Resource  # only to explain a body that failed
+
     config = config_schema()
     return Registry().with_resources([
         (config["$id"], Resource.from_contents(config)),
@@ -59,7 +63,7 @@ def _fast(name: str) -> Callable[[Any], Any]:
 
 
 @lru_cache(maxsize=None)
-def _explainer(name: str) -> Draft202012Validator:
+def _explainer(name: str) -> "Draft202012Validator":
     return Validator({"$ref": f"{API_ID}#/$defs/{name}"}, registry=_registry())
 
 

@@ -12,12 +12,13 @@ that name. Nothing here runs anything.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional, Protocol, runtime_checkable
-
-from prometheus_client.metrics_core import Metric
+from typing import TYPE_CHECKING, Any, Iterator, Optional, Protocol, runtime_checkable
 
 from dbackd.core.declaration import Declaration
 from dbackd.core.world import World
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric  # loaded by the first scrape, not before
 
 
 @dataclass(frozen=True)

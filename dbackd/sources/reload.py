@@ -18,10 +18,9 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import structlog
-from watchfiles._rust_notify import RustNotify
 
 from dbackd.config import ConfigError
 from dbackd.config.diff import summary
@@ -54,7 +53,7 @@ class _Watcher:
         self.on_change = on_change
         self._stop = threading.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dbackd-watch")
-        self._notify: Optional[RustNotify] = None
+        self._notify: Optional[Any] = None  # watchfiles' RustNotify, loaded only to watch
         self._tasks = TaskSet("reload.watch")
 
     async def start(self) -> None:
@@ -62,6 +61,8 @@ class _Watcher:
         loop = asyncio.get_running_loop()
         self.dirs = await loop.run_in_executor(self._executor, directories, self.files)
         dirs = [str(d) for d in self.dirs if d.is_dir()]  # a link's missing target: its parent is watched
+        from watchfiles._rust_notify import RustNotify  # only a daemon that watches its file needs it
+
         self._notify = await loop.run_in_executor(self._executor, RustNotify, dirs, False, polling, 300, False, False)
         self._tasks.spawn(self._run(loop), name="dbackd-watch")
         log.info("reload.watching", files=sorted(str(f) for f in self.files))

@@ -22,7 +22,6 @@ from datetime import datetime, timezone
 from typing import Any, Iterator, Optional
 
 import structlog
-from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from dbackd.core import bulk
 from dbackd.config import Config, Server
@@ -500,8 +499,10 @@ class DiscordSource:
                 "reconnects": self.reconnects, "dropped_records": self.dropped, "servers": servers,
                 "problems": problems}
 
-    def collect(self) -> Iterator[Metric]:
-        """Prometheus families, read at scrape time."""
+    def collect(self) -> Iterator[Any]:
+        """Prometheus families, read at scrape time (prometheus-client is loaded by the first scrape)."""
+        from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily
+
         connected = GaugeMetricFamily("dbackd_discord_connected",
                                       "1 while the Discord gateway connection is ready, else 0.")
         connected.add_metric([], 1 if self.state == "ready" else 0)
@@ -525,5 +526,5 @@ class DiscordSource:
                 guild_state.add_metric([server_id, state], 1 if s["state"] == state else 0)
         yield from (connected, reconnects, records, members, guild_state)
 
-    def describe(self) -> Iterator[Metric]:
+    def describe(self) -> Iterator[Any]:
         return iter(())

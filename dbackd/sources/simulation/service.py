@@ -9,16 +9,18 @@ service holds no rules and no state of its own beyond the engine.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 import structlog
-from prometheus_client.metrics_core import Metric
 
 from dbackd.core.events import ConfigReplaced, Event
 from dbackd.core.tasks import TaskSet
 from dbackd.core.world import World
 from dbackd.sources.simulation.clock import Clock, SystemClock
 from dbackd.sources.simulation.engine import Engine
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric  # loaded by the first scrape, not before
 
 log = structlog.get_logger("dbackd.simulation")
 

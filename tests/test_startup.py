@@ -1,0 +1,75 @@
+"""Start-up loads only what the config uses: no Discord client, no Redis, no Prometheus client
+until a config (or a scrape) asks for them. Checked in fresh interpreters, by sys.modules."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+UNUSED = ("discord", "redis", "prometheus_client", "watchfiles", "openapi_spec_validator", "openapi_schema_validator")
+
+CONFIG = """
+listen: {host: 127.0.0.1, port: 0}
+logging: {level: warning, format: json}
+servers:
+  - snowflake: "232769614004748288"
+    id: dworld
+    name: D-World
+    default: true
+    users:
+      - {uid: "123456789012345001", username: vegeta897, status: online}
+"""
+
+# Serves CONFIG, joins over a real socket, then reports what was loaded; then scrapes /metrics.
+SERVE = textwrap.dedent("""
+    import asyncio, json, sys
+    import aiohttp
+    from dbackd.config import load_text
+    from dbackd.daemon import Daemon
+
+    UNUSED = {unused!r}
+
+    def loaded():
+        return sorted({{name.split(".")[0] for name in sys.modules}} & set(UNUSED))
+
+    async def main():
+        daemon = Daemon(load_text({config!r}, "startup.yaml", __import__("pathlib").Path.cwd()), watch=False)
+        await daemon.start()
+        try:
+            async with aiohttp.ClientSession() as http:
+                async with http.ws_connect(f"ws://127.0.0.1:{{daemon.port}}/ws") as ws:
+                    first = json.loads((await ws.receive(timeout=10)).data)
+                    await ws.send_str(json.dumps({{"type": "connect", "data": {{"server": "default"}}}}))
+                    joined = json.loads((await ws.receive(timeout=10)).data)
+                    served = loaded()
+                async with http.get(f"http://127.0.0.1:{{daemon.port}}/metrics") as response:
+                    scraped = response.status
+            print("REPORT", json.dumps({{"frames": [first["type"], joined["type"]], "served": served,
+                              "scraped": scraped, "after_scrape": loaded()}}))
+        finally:
+            await daemon.stop()
+
+    asyncio.run(main())
+""")
+
+
+def run(code: str) -> str:
+    """The line the program printed after REPORT (the daemon logs to stdout too, unconfigured)."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return next(line.split(" ", 1)[1] for line in done.stdout.splitlines() if line.startswith("REPORT "))
+
+
+def test_importing_the_command_line_loads_no_optional_client():
+    code = f"import sys, dbackd.cli; print('REPORT', sorted({{m.split('.')[0] for m in sys.modules}} & set({UNUSED!r})))"
+    assert run(code) == "[]"
+
+
+def test_a_config_without_discord_cluster_or_scrape_loads_none_of_their_clients():
+    report = json.loads(run(SERVE.format(unused=UNUSED, config=CONFIG)))
+    assert report["frames"] == ["server-list", "server-join"]
+    assert report["served"] == []
+    # The metrics are there all along; their client library comes with the first scrape.
+    assert report["scraped"] == 200
+    assert report["after_scrape"] == ["prometheus_client"]

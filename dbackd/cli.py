@@ -8,14 +8,13 @@ request), 2 a config that cannot be used at start-up (or no API token to send).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from typing import Optional, Sequence
 
 from dbackd.version import __version__
-from dbackd.ops import logs
-from dbackd.config import EMBEDDED_NAME, Config, ConfigError, load_embedded, load_file, schema_text, with_overrides
+from dbackd.config import (EMBEDDED_NAME, Config, ConfigError, load_embedded, load_file, schema, schema_text,
+                           with_overrides)
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_BAD_CONFIG = 0, 1, 2
 
@@ -36,8 +35,9 @@ def _run_options(p: argparse.ArgumentParser, default: object) -> None:
     p.add_argument("--worker-index", type=int, default=default, help=argparse.SUPPRESS)  # set by the parent
     p.add_argument("--no-watch", action="store_true", default=default,
                    help="do not follow edits of the config file (reload with SIGHUP only)")
-    p.add_argument("--log-level", choices=list(logs.LEVELS), default=default, help="overrides logging.level")
-    p.add_argument("--log-format", choices=["auto", "console", "json"], default=default,
+    logging = schema()["properties"]["logging"]["properties"]
+    p.add_argument("--log-level", choices=logging["level"]["enum"], default=default, help="overrides logging.level")
+    p.add_argument("--log-format", choices=logging["format"]["enum"], default=default,
                    help="overrides logging.format (auto: readable on a terminal, JSON otherwise)")
 
 
@@ -97,7 +97,10 @@ def _api_options(p: argparse.ArgumentParser) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     command = args.command or "run"
+    # asyncio and the rest are loaded by the command that needs them: `run` binds its port first.
     if command in ("say", "presence"):
+        import asyncio
+
         from dbackd.clients import api_command
 
         return asyncio.run(api_command(args))
@@ -110,6 +113,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             sys.stdout.write(schema_text())
         return EXIT_OK
     if command == "tail":
+        import asyncio
+
         from dbackd.clients import tail_frames
 
         try:
@@ -193,6 +198,8 @@ def simulate(args: argparse.Namespace) -> int:
                   f"(servers: {', '.join(s.id for s in config.servers)})", file=sys.stderr)
             return EXIT_PROBLEMS
         only = {server.snowflake}
+    from dbackd.ops import logs
+
     logs.configure("warning", "console", sys.stderr)  # stdout carries only events
     run = Run(config, seconds=args.seconds, start=args.start if args.start is not None else time.time(),
               seed=args.seed, only=only)
@@ -210,19 +217,35 @@ def simulate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def run(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
-    from dbackd.daemon import Daemon
-    from dbackd.ops.process import serve
+def _bind_early(config: Config, reuse_port: bool) -> Optional[list]:
+    """The listening sockets, bound before the daemon's modules load, so that from here on a
+    client's connect is accepted (it waits in the backlog until the daemon serves it) rather
+    than refused. None if the port cannot be bound: the daemon's start reports why."""
+    from dbackd.edge.binding import bind
 
+    try:
+        return bind(config.listen.host, config.listen.port, reuse_port=reuse_port)
+    except OSError:
+        return None
+
+
+def run(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
     try:
         config = with_overrides(_load(args.config), host=args.host, port=args.port, static_dir=args.static_dir)
     except ConfigError as exc:
         _print_problems(exc)
         return EXIT_BAD_CONFIG
-    logs.configure(args.log_level or config.logging.level, args.log_format or config.logging.format)
     workers = args.workers or config.workers
     index = args.worker_index
-    if workers > 1 and index is None:
+    supervising = workers > 1 and index is None
+    sockets = None if supervising else _bind_early(config, reuse_port=index is not None)
+    # Everything below is loaded while connections already queue.
+    import asyncio
+
+    from dbackd.ops import logs
+
+    logs.configure(args.log_level or config.logging.level, args.log_format or config.logging.format)
+    if supervising:
         if config.cluster is None:
             print("dbackd: several workers share the world through Redis: add a `cluster` block "
                   "(redis: ${REDIS_URL})", file=sys.stderr)
@@ -242,8 +265,11 @@ def run(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
         structlog.contextvars.bind_contextvars(worker=index)  # every line of a worker says which
     if index is not None and config.cluster is not None and config.cluster.node:
         node = f"{config.cluster.node}-w{index}"  # one name per worker
+    from dbackd.daemon import Daemon
+    from dbackd.ops.process import serve
+
     daemon = Daemon(config, host=args.host, port=args.port, static_dir=args.static_dir, watch=not args.no_watch,
-                    reuse_port=index is not None, node=node)
+                    reuse_port=index is not None, node=node, sockets=sockets)
     try:
         return asyncio.run(serve(daemon))
     except KeyboardInterrupt:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import socket
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
@@ -33,7 +34,8 @@ from dbackd.fanout.heartbeat import Heartbeat
 from dbackd.sources.host import HostApi
 from dbackd.fanout.hub import Hub
 from dbackd.core.lifecycle import Listener, Moments, Service, Services
-from dbackd.edge.listener import TlsContexts, bind, serve
+from dbackd.edge.binding import bind
+from dbackd.edge.listener import TlsContexts, serve
 from dbackd.ops.metrics import Metrics
 from dbackd.edge.oauth import OAuthService
 from dbackd.edge.peers import Peers
@@ -69,15 +71,19 @@ class Daemon:
 
     def __init__(self, config: ConfigSource = None, *, host: Optional[str] = None, port: Optional[int] = None,
                  static_dir: Optional[str] = None, watch: bool = True, clock: Optional[Clock] = None,
-                 reuse_port: bool = False, node: Optional[str] = None):
+                 reuse_port: bool = False, node: Optional[str] = None,
+                 sockets: Optional[list[socket.socket]] = None):
         """`config`: a model, a file path, plain data, or None for the embedded default.
 
         host/port/static_dir override the config (and keep doing so across reloads);
         `watch` follows edits of the config file; `clock` is the simulation's time (default
         the system clock; tests pass a ManualClock); `reuse_port` shares the port with other
-        processes (SO_REUSEPORT, for `workers: N`); `node` names this node of a cluster.
+        processes (SO_REUSEPORT, for `workers: N`); `node` names this node of a cluster;
+        `sockets` are listening sockets already bound to the config's address (edge/binding.py;
+        the command line binds before it loads the rest), which the first start() serves.
         """
         self.reuse_port = reuse_port
+        self._prebound = sockets
         overrides = Overrides(host, port, static_dir, node)
         self.world = World(overrides.apply(load(config)))
         self.declaration = Declaration(self.world, overrides)
@@ -142,7 +148,7 @@ class Daemon:
         """
         config = self.config
         listen, limits = config.listen, config.limits
-        sockets = bind(listen.host, listen.port, reuse_port=self.reuse_port)
+        sockets, self._prebound = self._prebound or bind(listen.host, listen.port, reuse_port=self.reuse_port), None
         file_limit = self._file_limit(limits.max_connections)
         runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
         try:

@@ -3,6 +3,7 @@ until a config (or a scrape) asks for them. Checked in fresh interpreters, by sy
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import subprocess
 import sys
 import textwrap
@@ -73,3 +74,45 @@ def test_a_config_without_discord_cluster_or_scrape_loads_none_of_their_clients(
     # The metrics are there all along; their client library comes with the first scrape.
     assert report["scraped"] == 200
     assert report["after_scrape"] == ["prometheus_client"]
+
+
+# Runs the command line with a bind that reports what was loaded when the port was bound, then ends.
+BIND = textwrap.dedent("""
+    import os, sys
+    import dbackd.edge.binding as binding
+    from dbackd import cli
+
+    real = binding.bind
+
+    def bind(*args, **kwargs):
+        sockets = real(*args, **kwargs)
+        print("REPORT", sorted({{"aiohttp", "dbackd.daemon", "structlog"}} & set(sys.modules)), flush=True)
+        os._exit(0)
+
+    binding.bind = bind
+    cli.main(["--config", {config!r}, "--port", "0", "--no-watch", "--log-level", "warning"])
+""")
+
+
+def test_the_command_line_listens_before_it_loads_the_web_stack(tmp_path):
+    """From the bind on, a client's connect waits in the backlog instead of being refused."""
+    config = tmp_path / "startup.yaml"
+    config.write_text(CONFIG)
+    assert run(BIND.format(config=str(config))) == "[]"
+
+
+async def test_a_daemon_serves_the_sockets_it_is_given(open_client):
+    from dbackd.config import load_text
+    from dbackd.daemon import Daemon
+    from dbackd.edge.binding import bind
+
+    sockets = bind("127.0.0.1", 0)
+    port = sockets[0].getsockname()[1]
+    daemon = Daemon(load_text(CONFIG, "startup.yaml", Path.cwd()), watch=False, sockets=sockets)
+    await daemon.start()
+    try:
+        assert daemon.port == port
+        client = await open_client(daemon)
+        assert (await client.connect())["type"] == "server-join"
+    finally:
+        await daemon.stop()

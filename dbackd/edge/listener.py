@@ -1,13 +1,11 @@
-"""The listening sockets: bound before anything else starts, so a taken port fails at once and alone.
-
-Binds every address a host name resolves to (as asyncio's create_server does), with
-SO_REUSEADDR, and SO_REUSEPORT when asked (several processes sharing one port), and
-serves them with a protocol factory (aiohttp's, behind the door, which also speaks TLS
-when asked, so that a connection is counted before its handshake). With `listen.tls` the
-certificate and key are loaded into a new context whenever the config is replaced and the
-files changed (a renewal is picked up by the reload that follows their edit), and each new
-connection is handed the newest context during its handshake; connections already open
-keep theirs. It binds, listens and holds the TLS context; it knows nothing of HTTP.
+"""The listening sockets (bound by binding.py before anything else starts, so a taken port fails
+at once and alone), served with a protocol factory (aiohttp's, behind the door, which also
+speaks TLS when asked, so that a connection is counted before its handshake). With
+`listen.tls` the certificate and key are loaded into a new context whenever the config is
+replaced and the files changed (a renewal is picked up by the reload that follows their
+edit), and each new connection is handed the newest context during its handshake;
+connections already open keep theirs. It serves and holds the TLS context; it knows
+nothing of HTTP.
 """
 from __future__ import annotations
 
@@ -24,41 +22,9 @@ from dbackd.config.loader import tls_context
 from dbackd.core.events import ConfigReplaced, Event
 from dbackd.core.tasks import TaskSet
 from dbackd.core.world import World
+from dbackd.edge.binding import BACKLOG
 
 log = structlog.get_logger("dbackd.listener")
-
-BACKLOG = 1024
-
-
-def bind(host: Optional[str], port: int, reuse_port: bool = False, backlog: int = BACKLOG) -> list[socket.socket]:
-    """Listening sockets for (host, port). Raises OSError (a taken port, an unknown host...)."""
-    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    families = {info[0] for info in infos}
-    sockets: list[socket.socket] = []
-    seen = set()
-    try:
-        for family, kind, proto, _, address in infos:
-            if (family, address) in seen:
-                continue
-            seen.add((family, address))
-            sock = socket.socket(family, kind, proto)
-            sockets.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if reuse_port:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            if family == socket.AF_INET6 and socket.AF_INET in families:
-                # Both families are bound separately; the v6 socket must not claim v4 too.
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            if port == 0 and len(sockets) > 1:
-                address = (address[0], sockets[0].getsockname()[1], *address[2:])  # the port the first one got
-            sock.bind(address)
-            sock.listen(backlog)
-            sock.setblocking(False)
-    except BaseException:
-        for sock in sockets:
-            sock.close()
-        raise
-    return sockets
 
 
 async def serve(sockets: list[socket.socket], factory: Callable[[], asyncio.BaseProtocol]) -> list[asyncio.AbstractServer]:

@@ -40,6 +40,7 @@ import structlog
 from dbackd import compat
 from dbackd.fanout import protocol
 from dbackd.compat import MockDataProvider, lenient
+from dbackd.compat.standins import StandIns
 
 from .conftest import RECV_TIMEOUT, ROOT, Client
 
@@ -268,9 +269,11 @@ async def test_readme_programmatic_usage(programs, http, capsys):
     # The provider's servers are the whole list: d-back's mock servers are gone.
     assert listed == {DWORLD: {"id": DWORLD, "name": "d-world", "default": True, "passworded": False}}
     join = await c.connect("default")
-    # "user123" is no Discord id: left out (with one warning), where d-back passed it on.
-    assert join["data"]["users"] == {} and join["data"]["serverName"] == "d-world"
-    assert server.ignored.get("users.bad_uid", 0) >= 1
+    # "user123" is no Discord id: it is shown under a stand-in (with one warning), as d-back showed it.
+    (uid, user), = join["data"]["users"].items()
+    assert user == {"uid": uid, "username": "MyUser", "status": "online", "roleColor": "#ff6b6b"}
+    assert int(uid) < 2 ** 22 and join["data"]["serverName"] == "d-world"
+    assert server.ignored.get("users.stand_in", 0) >= 1
 
 
 async def test_readme_testing_the_websocket_connection(programs, http):
@@ -319,7 +322,8 @@ async def test_readme_custom_data_providers(programs, http):
     c, listed = await socket(http, server)
     assert len(listed) == 4  # a user provider alone keeps d-back's mock servers...
     users = (await c.connect("dworld"))["data"]["users"]
-    assert users == {}  # ...and replaces their users (here with one that is not a Discord id)
+    # ...and replaces their users (here with one that is not a Discord id: under its stand-in)
+    assert [u["username"] for u in users.values()] == ["MyUser"]
     await c.assert_quiet()  # and no mock life: d-back ran it only without any provider
 
 
@@ -374,7 +378,7 @@ async def test_callbacks_guide_each_callback(programs, http):
     c, listed = await socket(http, server)
     assert list(listed) == [DWORLD]
     join = (await c.connect("232769614004748288"))["data"]
-    assert join["clientId"] == "123456789012345678" and join["users"] == {}
+    assert join["clientId"] == "123456789012345678" and join["users"] == {}  # no user provider: no users
     base = f"http://127.0.0.1:{port(server)}"
     async with http.get(base + "/") as r:  # None: the static files (here the built-in page)
         assert r.status == 200 and b"dbackd" in await r.read()
@@ -429,11 +433,13 @@ async def test_callbacks_guide_complete_example_and_broadcasts(programs, http):
     server = await programs.next()
     c, listed = await socket(http, server)
     assert listed[DWORLD]["name"] == "d-world"
-    assert (await c.connect("default"))["type"] == "server-join"
+    join = await c.connect("default")
+    assert join["type"] == "server-join"
+    # "user123" is a placeholder no Discord bot sends; it is shown under a stand-in Discord id.
+    (uid, user), = join["data"]["users"].items()
+    assert user == {"uid": uid, "username": "TestUser", "status": "online", "roleColor": "#ff6b6b"}
 
-    # "Broadcasting Methods": every one of them runs and none raises. Their "user123",
-    # "channel456" and "new_client_id_here" are placeholders no Discord bot sends; dbackd
-    # takes Discord ids only, so these calls are dropped, each kind logged once.
+    # "Broadcasting Methods": all four arrive, as on d-back, the placeholders under their stand-ins.
     with structlog.testing.capture_logs() as logs:
         # When a Discord message is received
         await server.broadcast_message(
@@ -442,6 +448,8 @@ async def test_callbacks_guide_complete_example_and_broadcasts(programs, http):
             message="Hello, d-zone!",
             channel="channel456"
         )
+        assert await c.recv() == {"type": "message", "server": DWORLD,
+                                  "data": {"uid": uid, "message": "Hello, d-zone!", "channel": "channel456"}}
         await server.broadcast_presence(
             server="232769614004748288",
             uid="user123",
@@ -449,22 +457,68 @@ async def test_callbacks_guide_complete_example_and_broadcasts(programs, http):
             username="CoolUser",
             role_color="#ff6b6b"
         )
+        renamed = await c.recv_renamed()  # the frontend shows a new name only on a fresh actor
+        assert renamed["data"] == {"uid": uid, "status": "online", "username": "CoolUser", "roleColor": "#ff6b6b"}
         await server.broadcast_presence(
             server="232769614004748288",
             uid="user123",
             status="offline",
             delete=True
         )
+        # The provider still lists user123: a declared user is not removed by a broadcast, it goes offline.
+        assert await c.recv() == {"type": "presence", "server": DWORLD, "data": {"uid": uid, "status": "offline"}}
         # When OAuth2 configuration changes
         await server.broadcast_client_id_update(
             server="232769614004748288",
             client_id="new_client_id_here"
         )
+        update = await c.recv_type("update-clientid")
+        assert int(update["data"]["clientId"]) < 2 ** 22
     await c.assert_quiet()
     kinds = [e["kind"] for e in logs if e["event"] == "compat.lenient"]
-    assert kinds == ["message.bad_uid", "presence.bad_uid", "client_id_update.bad_id"]  # once per kind
-    assert server.ignored["presence.bad_uid"] == 2
-    assert not any("Hello" in json.dumps(e, default=str) for e in logs)  # shapes, never what was said
+    assert kinds == ["message.stand_in", "presence.stand_in", "presence.delete_declared",
+                     "client_id_update.stand_in"]  # once per kind
+    assert not any("Hello" in json.dumps(e, default=str) for e in logs)  # ids and shapes, never what was said
+
+
+async def test_the_class_docstrings_example_serves_its_placeholder_ids(programs, http):
+    seen = []
+
+    # WebSocketServer's docstring, "With custom data callbacks" (d-back 0.0.18)
+    def get_servers():
+        return {
+            "server1": {"id": "server1", "name": "My Server", "default": True}
+        }
+
+    def get_users(server_id):
+        seen.append(server_id)
+        return {
+            "user123": {
+                "uid": "user123",
+                "username": "JohnDoe",
+                "status": "online",
+                "roleColor": "#3498db"
+            }
+        }
+
+    server = WebSocketServer()
+    server.on_get_server_data(get_servers)
+    server.on_get_user_data(get_users)
+    programs.run(server.run_forever())
+    await programs.next()
+    c, listed = await socket(http, server)
+    (key, entry), = listed.items()
+    assert entry == {"id": "server1", "name": "My Server", "default": True, "passworded": False}
+    join = await c.connect("default")
+    assert join["data"]["serverName"] == "My Server" and join["data"]["request"] == {"server": "default"}
+    assert [u["username"] for u in join["data"]["users"].values()] == ["JohnDoe"]
+    assert set(seen) == {"server1"}  # the program is asked with its own ids
+    # Its broadcasts name the server and the user by the same placeholders, and arrive.
+    await server.broadcast_presence("server1", "user123", "idle")
+    (uid,) = join["data"]["users"]
+    assert await c.recv() == {"type": "presence", "server": key, "data": {"uid": uid, "status": "idle"}}
+    # The same placeholder gets the same stand-in in a new run.
+    assert StandIns().assign("user123") == uid
 
 
 # -- the API reference (d-back's docstrings) --------------------------------------------------------
@@ -1147,7 +1201,11 @@ async def test_cog_commands_login_and_static_files(cog, http, tmp_path):
                               "data": {"clientId": "400000000000000001"}}
     d, _ = await socket(http, server)
     assert (await d.connect("N"))["data"]["clientId"] == "400000000000000001"
-    assert await cog.set_client_id("not-an-id") == []  # nothing raises; nothing is sent
+    # Not an application id: sent under a stand-in, as d-back sent it as it was (nothing raises).
+    assert await cog.set_client_id("not-an-id") == []
+    assert await c.recv() == {"type": "update-clientid", "server": "500000000000000002",
+                              "data": {"clientId": StandIns().assign("not-an-id")}}
+    assert await cog.set_client_id(["not", "text"]) == []  # no id at all: nothing is sent
     await c.assert_quiet()
     assert server.ignored["client_id_update.bad_id"] == 3  # once per guild, logged once
 
@@ -1289,12 +1347,12 @@ async def test_plain_functions_and_odd_answers_are_taken(programs, http):
     def get_servers():  # d-back's module docstring registers plain functions (d-back could not call them)
         return {DWORLD: {"id": "d world!", "name": "D" * 150, "default": 1, "colour": "red"},
                 "482241773318701056": {"id": "default", "name": "", "default": True, "password": "pw"},
-                "not-a-snowflake": {"id": "x", "name": "X"}}
+                "not-a-snowflake": {"id": "x", "name": "X"}, ("no", "id"): {"id": "y", "name": "Y"}}
 
     def get_users(server_id):
         return {"300000000000000001": {"username": "pat", "status": "streaming", "roleColor": "red", "avatar": "a"},
                 300000000000000002: {"uid": "300000000000000002", "status": "invisible"},
-                "someone": {"username": "x"}} if server_id == DWORLD else None
+                "someone": {"username": "x"}, 1.5: {"username": "y"}} if server_id == DWORLD else None
 
     server.on_get_server_data(get_servers)
     server.on_get_user_data(get_users)
@@ -1303,13 +1361,16 @@ async def test_plain_functions_and_odd_answers_are_taken(programs, http):
     c, listed = await socket(http, server)
     assert listed == {DWORLD: {"id": "dworld", "name": "D" * 100, "default": True, "passworded": False},
                       "482241773318701056": {"id": "482241773318701056", "name": "482241773318701056",
-                                             "passworded": False}}
+                                             "passworded": False},
+                      StandIns().assign("not-a-snowflake"): {"id": "x", "name": "X", "passworded": False}}
     users = (await c.connect("dworld"))["data"]["users"]
     assert users == {
         "300000000000000001": {"uid": "300000000000000001", "username": "pat", "status": "offline",
                                "roleColor": "#ffffff"},
         "300000000000000002": {"uid": "300000000000000002", "username": "300000000000000002", "status": "offline",
                                "roleColor": "#ffffff"},
+        StandIns().assign("someone"): {"uid": StandIns().assign("someone"), "username": "x", "roleColor": "#ffffff",
+                                       "status": "online"},
     }
     assert {"servers.bad_id", "servers.long_name", "servers.extra_keys", "servers.extra_default",
             "servers.bad_name", "servers.bad_snowflake", "users.bad_status", "users.bad_color",
@@ -1321,9 +1382,9 @@ def test_short_ids_are_made_unique_the_same_way_every_time():
     answer = {"1": {"id": "N", "name": "Nerds"}, "2": {"id": "N", "name": "Newbies"}, "3": {"id": "N-2", "name": "x"},
               "4": {"id": "N", "name": "Nomads"}, "5": {"id": "é", "name": "é"}}
     found: lenient.Found = []
-    first = lenient.servers(answer, found)
+    first = lenient.servers(answer, StandIns(), found)
     assert {sf: s["id"] for sf, s in first.items()} == {"1": "N", "2": "N-3", "3": "N-2", "4": "N-4", "5": "5"}
-    assert lenient.servers(answer, []) == first
+    assert lenient.servers(answer, StandIns(), []) == first
     assert [k for k, _ in found].count("servers.id_taken") == 2
 
 

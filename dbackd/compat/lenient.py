@@ -5,11 +5,12 @@ everything against its schemas. Between the two, these functions turn a d-back
 program's provider answers, callback answers and broadcast arguments into what dbackd
 accepts. What can be repaired is repaired (an `invisible` status becomes `offline`, a
 short id used twice gets a suffix, an over-long message is cut); anything else is left
-out. Each thing done is reported to the caller as a kind plus a few fields, so the
+out; an id that is not a Discord id, as d-back's own examples use (`user123`), gets a
+stand-in Discord id (standins.py). Each thing done is reported to the caller as a kind plus a few fields, so the
 layer can log the first of each kind.
 
-Pure functions on plain data: nothing here logs, awaits or touches a daemon, and the
-answers handed in are never changed. The fields reported hold ids and shapes, never
+Functions on plain data: nothing here logs, awaits or touches a daemon, and the answers
+handed in are never changed; the only state they touch is the stand-in table given. The fields reported hold ids and shapes, never
 contents (what someone said, a password).
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any, Optional
 from dbackd.sources.apischema import schema as api_schema
 from dbackd.config.schema import schema as config_schema
 from dbackd.config.values import STATUSES, is_snowflake
+from dbackd.compat.standins import StandIns
 
 # (kind, fields) of each thing repaired or left out, in the order met.
 Found = list[tuple[str, dict[str, Any]]]
@@ -66,9 +68,17 @@ def ref(value: Any) -> Optional[str]:
     return None
 
 
-def snowflake(value: Any) -> Optional[str]:
+def discord_id(value: Any, ids: StandIns, where: str, found: Found) -> Optional[str]:
+    """An id as a Discord id: itself if it is one, else its stand-in; None if it is no id at all."""
     text = ref(value)
-    return text if text is not None and is_snowflake(text) else None
+    if text is None:
+        return None
+    if is_snowflake(text):
+        return text
+    stand_in = ids.assign(text)
+    if stand_in is not None:
+        found.append((f"{where}.stand_in", {"id": text, "now": stand_in}))
+    return stand_in
 
 
 def _status(value: Any, where: str, found: Found) -> Optional[str]:
@@ -104,11 +114,11 @@ def _username(value: Any, where: str, found: Found) -> Optional[str]:
 
 # -- the data providers' answers -----------------------------------------------------------
 
-def servers(answer: Any, found: Found) -> Optional[dict[str, dict]]:
+def servers(answer: Any, ids: StandIns, found: Found) -> Optional[dict[str, dict]]:
     """A server provider's answer, `{snowflake: {id, name, default?, passworded?, password?}}`,
     as dbackd takes it; None if it is not a mapping at all.
 
-    Entries whose key is not a Discord id are left out. A missing or unusable short id is
+    A key that is not a Discord id gets a stand-in (one that is no id at all is left out). A missing or unusable short id is
     made from the one given (its letters, digits, '_', '.', '-') or else the snowflake;
     an id already taken gets the first free suffix -2, -3, ... in the answer's order, so
     the same answer always gives the same ids. Only the first server marked default stays
@@ -119,7 +129,7 @@ def servers(answer: Any, found: Found) -> Optional[dict[str, dict]]:
         return None
     entries: list[tuple[str, Mapping, str]] = []
     for key, entry in answer.items():
-        sf = snowflake(key)
+        sf = discord_id(key, ids, "servers", found)
         if sf is None:
             found.append(("servers.bad_snowflake", {"key": shape(key)}))
             continue
@@ -191,11 +201,11 @@ def _name(sf: str, given: Any, sid: str, found: Found) -> str:
     return name
 
 
-def users(server: str, answer: Any, found: Found) -> Optional[dict[str, dict]]:
+def users(server: str, answer: Any, ids: StandIns, found: Found) -> Optional[dict[str, dict]]:
     """A user provider's answer for one server, `{uid: {uid?, username, status?, roleColor?}}`,
     as dbackd takes it; None if it is not a mapping at all.
 
-    Entries whose key is not a Discord id are left out; a missing name becomes the uid,
+    A key that is not a Discord id gets a stand-in (one that is no id at all is left out); a missing name becomes the uid,
     `invisible` and unknown statuses `offline`, an unusable colour the default. Keys
     d-back did not know are dropped.
     """
@@ -204,7 +214,7 @@ def users(server: str, answer: Any, found: Found) -> Optional[dict[str, dict]]:
         return None
     out: dict[str, dict] = {}
     for key, entry in answer.items():
-        uid = snowflake(key)
+        uid = discord_id(key, ids, "users", found)
         if uid is None:
             found.append(("users.bad_uid", {"server": server, "key": shape(key)}))
             continue
@@ -236,11 +246,11 @@ def size(answer: Any) -> int:
 
 # -- the other callbacks' answers -------------------------------------------------------------
 
-def client_id(answer: Any, where: str, found: Found) -> Optional[str]:
+def client_id(answer: Any, ids: StandIns, where: str, found: Found) -> Optional[str]:
     """An OAuth2 application id, or None: d-back took "" (and any false value) for none."""
     if answer is None or answer == "" or answer is False:
         return None
-    text = snowflake(answer)
+    text = discord_id(answer, ids, where, found)
     if text is None:
         found.append((f"{where}.bad_id", {"given": shape(answer)}))
     return text
@@ -257,10 +267,10 @@ def static(answer: Any) -> Any:
 
 # -- the broadcasts' arguments --------------------------------------------------------------
 
-def presence(uid: Any, status: Any, username: Any, role_color: Any, delete: Any,
+def presence(uid: Any, status: Any, username: Any, role_color: Any, delete: Any, ids: StandIns,
              found: Found) -> Optional[dict[str, Any]]:
     """broadcast_presence's arguments as dbackd's takes them; None to drop the call."""
-    user = snowflake(uid)
+    user = discord_id(uid, ids, "presence", found)
     if user is None:
         found.append(("presence.bad_uid", {"given": shape(uid)}))
         return None
@@ -275,9 +285,9 @@ def presence(uid: Any, status: Any, username: Any, role_color: Any, delete: Any,
             "role_color": _color(role_color, "presence", found), "delete": delete}
 
 
-def message(uid: Any, text: Any, channel: Any, found: Found) -> Optional[dict[str, Any]]:
+def message(uid: Any, text: Any, channel: Any, ids: StandIns, found: Found) -> Optional[dict[str, Any]]:
     """broadcast_message's arguments as dbackd's takes them; None to drop the call."""
-    user = snowflake(uid)
+    user = discord_id(uid, ids, "message", found)
     if user is None:
         found.append(("message.bad_uid", {"given": shape(uid)}))
         return None

@@ -34,6 +34,7 @@ from dbackd.core.world import DeclaredUser, UnknownServer, UnknownUser
 from dbackd.compat import lenient
 from dbackd.compat.mock import MockDataProvider, mock_world
 from dbackd.compat.refresh import Refresher
+from dbackd.compat.standins import StandIns
 
 log = structlog.get_logger("dbackd.compat")
 
@@ -165,6 +166,7 @@ class WebSocketServer:
         self._serving = asyncio.Event()
         self._last_servers: dict[str, dict] = {}
         self._last_users: dict[str, dict] = {}
+        self._ids = StandIns()  # Discord ids standing in for the program's placeholders, kept across starts
 
     # -- attributes -----------------------------------------------------------------------
     @property
@@ -308,15 +310,15 @@ application id sent in server-join; "" or None: none.""")
 
     async def _servers(self) -> dict:
         answer = await _call(self._callbacks["on_get_server_data"])
-        fixed = await self._repair(lambda found: lenient.servers(answer, found), lenient.size(answer))
+        fixed = await self._repair(lambda found: lenient.servers(answer, self._ids, found), lenient.size(answer))
         if fixed is None:  # not a server list at all: keep the last one
             return self._last_servers
         self._last_servers = fixed
         return fixed
 
     async def _users(self, server: str) -> dict:
-        answer = await _call(self._callbacks["on_get_user_data"], server)
-        fixed = await self._repair(lambda found: lenient.users(server, answer, found), lenient.size(answer))
+        answer = await _call(self._callbacks["on_get_user_data"], self._ids.original(server))
+        fixed = await self._repair(lambda found: lenient.users(server, answer, self._ids, found), lenient.size(answer))
         if fixed is None:
             return self._last_users.get(server, {})
         self._last_users[server] = fixed
@@ -337,11 +339,12 @@ application id sent in server-join; "" or None: none.""")
     async def _validate(self, token: str, user: dict, server: str) -> bool:
         if not token or not user or not user.get("id") or not user.get("username"):
             return False  # d-back refused these before asking its validator
-        return bool(await _call(self._callbacks["on_validate_discord_user"], token, user, server))
+        return bool(await _call(self._callbacks["on_validate_discord_user"], token, user, self._ids.original(server)))
 
     async def _client_id(self, server: str) -> Optional[str]:
         found: lenient.Found = []
-        answer = lenient.client_id(await _call(self._callbacks["on_get_client_id"], server), "get_client_id", found)
+        answer = lenient.client_id(await _call(self._callbacks["on_get_client_id"], self._ids.original(server)),
+                                   self._ids, "get_client_id", found)
         self._notes.add(found)
         return answer
 
@@ -356,7 +359,7 @@ application id sent in server-join; "" or None: none.""")
         if daemon is None or target is None:
             return
         found: lenient.Found = []
-        args = lenient.message(uid, message, channel, found)
+        args = lenient.message(uid, message, channel, self._ids, found)
         self._notes.add(found)
         if args is not None:
             await self._apply("message", daemon.broadcast_message(target, **args))
@@ -368,7 +371,7 @@ application id sent in server-join; "" or None: none.""")
         if daemon is None or target is None:
             return
         found: lenient.Found = []
-        args = lenient.presence(uid, status, username, role_color, delete, found)
+        args = lenient.presence(uid, status, username, role_color, delete, self._ids, found)
         self._notes.add(found)
         if args is None:
             return
@@ -385,7 +388,7 @@ application id sent in server-join; "" or None: none.""")
         if daemon is None or target is None:
             return
         found: lenient.Found = []
-        value = lenient.client_id(client_id, "client_id_update", found)
+        value = lenient.client_id(client_id, self._ids, "client_id_update", found)
         if value is None and not found:
             found.append(("client_id_update.empty", {}))
         self._notes.add(found)
@@ -397,7 +400,7 @@ application id sent in server-join; "" or None: none.""")
         if not target:
             self._notes.add([(f"{what}.bad_server", {"given": lenient.shape(server)})])
             return None
-        return target
+        return self._ids.get(target) or target  # a placeholder key of the server provider: its stand-in
 
     async def _apply(self, what: str, change: Any) -> None:
         try:

@@ -1396,3 +1396,29 @@ def test_the_migration_guide_is_linked_from_the_readme_and_names_the_layers_logs
     source = "".join(p.read_text() for p in (ROOT / "dbackd" / "compat").glob("*.py"))
     for event in ("compat.lenient", "compat.refresh_failed", "compat.removal_refresh_timeout"):
         assert f'"{event}"' in source and f"`{event}`" in guide
+
+
+async def test_a_server_provider_registered_after_start_replaces_the_mock_servers(programs, http):
+    # As in d-back: from the registration on, the provider's answer is the whole server list,
+    # its default server included (laid over the mock world, two defaults were refused whole).
+    server = WebSocketServer()
+    programs.run(server.start())
+    await programs.next()
+    early, listed = await socket(http, server)
+    assert len(listed) == 4  # d-back's mock servers
+    await early.connect("dworld")
+
+    async def get_servers():
+        return {"600000000000000001": {"id": "late", "name": "Late", "default": True}}
+
+    with structlog.testing.capture_logs() as logs:
+        server.on_get_server_data(get_servers)
+        # The socket already there is told that the mock server it was in is gone, and joins the new default.
+        assert (await early.recv())["data"] == {"message": "This server is no longer available."}
+        moved = await early.recv_type("server-join")
+        assert moved["data"]["serverName"] == "Late"
+        c, listed = await socket(http, server)
+        assert list(listed) == ["600000000000000001"]
+        join = await c.connect("default")
+    assert join["data"]["serverName"] == "Late" and join["data"]["request"] == {"server": "default"}
+    assert not [e for e in logs if e["event"] == "provider.rejected"]

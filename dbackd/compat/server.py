@@ -147,6 +147,7 @@ class _Run:
     refresher: Refresher
     stopped: asyncio.Event  # set once everything is stopped
     bound: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)  # the daemon's start() is over
+    base: Optional[Config] = None  # what the providers' answers are laid over (the world chosen by the callbacks)
     hooked: bool = False  # the refresh hooks are registered
     closing: Optional[asyncio.Future] = None
 
@@ -232,16 +233,38 @@ class WebSocketServer:
         """Return once the port is served (start() runs in another task, as a cog runs it)."""
         await self._serving.wait()
 
-    def _open(self) -> _Run:
+    def _world(self) -> Config:
+        """What d-back served with the providers registered now: its mock world with none, only the
+        server provider's servers with one, the mock servers (without users or life) with a user
+        provider alone."""
         provided = [name for name in PROVIDERS if name in self._callbacks]
-        world = (mock_world() if not provided else _provided_world() if "on_get_server_data" in provided
-                 else _mock_servers_only())
+        return (mock_world() if not provided else _provided_world() if "on_get_server_data" in provided
+                else _mock_servers_only())
+
+    def _open(self) -> _Run:
+        world = self._world()
         daemon = Daemon(world, host=self.host, port=self.port, static_dir=self._static_override(), watch=False)
         tasks = TaskSet("compat")
-        run = _Run(daemon, tasks, Refresher(daemon.refresh, tasks), asyncio.Event())
+
+        async def refresh() -> bool:
+            return await self._refresh(run)
+
+        run = _Run(daemon, tasks, Refresher(refresh, tasks), asyncio.Event(), base=world)
         for name in self._callbacks:
             self._attach(run, name)
         return run
+
+    async def _refresh(self, run: _Run) -> bool:
+        """Ask the providers. A provider registered while serving changes what their answers are
+        laid over (d-back served from it alone from then on): the switch is made with the answer,
+        in one step, so the clients see one change."""
+        wanted = self._world()
+        if wanted is run.base:
+            return await run.daemon.refresh()
+        ok = await run.daemon.refresh(base=wanted)
+        if ok:
+            run.base = wanted
+        return ok
 
     def _static_override(self) -> Optional[str]:
         directory = Path(self.static_dir)
@@ -284,8 +307,20 @@ application id sent in server-join; "" or None: none.""")
         if not callable(callback):
             raise TypeError(f"{name} needs a function (async def), not {callback!r}")
         self._callbacks[name] = callback
-        if self._run is not None:  # registered while serving: from the next request on
-            self._attach(self._run, name)
+        run = self._run
+        if run is not None:  # registered while serving: from the next request on
+            self._attach(run, name)
+            if name in PROVIDERS:
+                self._refresh_soon(run)
+
+    @staticmethod
+    def _refresh_soon(run: _Run) -> None:
+        """Ask a provider registered while serving now, so the clients already there see its world."""
+        try:
+            now = asyncio.get_running_loop().time()
+        except RuntimeError:  # registered from outside the loop: the next open or join asks it
+            return
+        run.tasks.spawn(run.refresher.since(now), name="dbackd.compat.registered")
 
     def _attach(self, run: _Run, name: str) -> None:
         """Give the daemon this callback through its Python API, wrapped in d-back's meaning."""

@@ -116,16 +116,19 @@ class Declaration:
                 self.base = base
                 return await self._move(effective)
 
-    async def provide(self, provided: Answer) -> list[str]:
-        """Lay a fresh answer of the providers over the config source's declaration.
+    async def provide(self, provided: Answer, base: Optional[Config] = None) -> list[str]:
+        """Lay a fresh answer of the providers over the config source's declaration (with `base`,
+        over that one, which becomes the declaration in the same step).
 
         Raises ConfigError (naming each problem) or providers.BadAnswer, changing nothing.
         """
         async with self._lock:
+            under = self.base if base is None else base
             with bulk(provided.size()):
-                checked = await asyncio.to_thread(provided.layer, self.base)
+                checked = await asyncio.to_thread(provided.layer, under)
                 layers = {**self.layers, PROVIDERS: checked}
-                effective = await asyncio.to_thread(self._merged, self.base, layers)
+                effective = await asyncio.to_thread(self._merged, under, layers)
+                self.base = under
                 self.layers = layers
                 return await self._move(effective)
 

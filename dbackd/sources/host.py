@@ -18,7 +18,7 @@ import structlog
 from dbackd.sources import apischema, providers
 from dbackd.core import snapshots
 from dbackd.sources.callbacks import CallbackFailed, Callbacks
-from dbackd.config import ConfigError
+from dbackd.config import Config, ConfigError
 from dbackd.config.diff import summary
 from dbackd.core.declaration import Declaration
 from dbackd.core.snapshots import Ref, ServerSnapshot, UserSnapshot, text
@@ -218,21 +218,26 @@ class HostApi:
         """
         return self._register("before_join", fn, timeout)
 
-    async def refresh(self) -> bool:
+    async def refresh(self, base: Optional[Config] = None) -> bool:
         """Ask the data providers again and apply their answer as the new declaration.
 
+        With `base`, that model becomes the declaration the answer is laid over, in the same
+        step (a host program that started on one config and now provides its servers itself).
         Returns False, changing nothing, if a provider failed or its data is invalid (both
         logged as provider.rejected). Also run by start() when a provider is registered.
         """
         if not (self.callbacks.has("on_get_server_data") or self.callbacks.has("on_get_user_data")):
+            if base is not None:
+                await self.declaration.replace(base)
             return True
+        under = base if base is not None else self.declaration.base
         try:
-            provided = await providers.collect(self.callbacks, [s.snowflake for s in self.declaration.base.servers])
+            provided = await providers.collect(self.callbacks, [s.snowflake for s in under.servers])
         except CallbackFailed as exc:
             log.error("provider.rejected", reason=f"{exc} failed")
             return False
         try:
-            lines = await self.declaration.provide(provided)
+            lines = await self.declaration.provide(provided, base)
         except providers.BadAnswer as exc:
             self.callbacks.bad_answer(exc.callback, exc.answer, exc.expected)
             log.error("provider.rejected", reason=f"{exc.callback} answered {exc.shape}")

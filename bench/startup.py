@@ -13,12 +13,16 @@ connect every millisecond until one succeeds ("accepting"), then speaks the WebS
 handshake on that same connection and reads frames until the first `server-list`
 ("server-list"). The subjects take turns, run after run, so the machine's load falls on
 all of them alike; the medians (and the range) of N runs are printed. It also times a
-bare `import dbackd.cli` and `import d_back.server` in fresh interpreters.
+bare `import dbackd.cli` and `import d_back.server` in fresh interpreters. Every process is
+timed with its bytecode cached (an untimed first run writes it), as an installed package
+has it. `--other DIR` adds the same two dbackd subjects run from another copy of the
+package (another revision), so a change is compared in the same runs.
 
 d-back runs from a side virtualenv that is not a dependency of dbackd:
 
     python3 -m venv /tmp/dback-venv && /tmp/dback-venv/bin/pip install d-back==0.0.18
-    .venv/bin/python bench/startup.py --runs 20 [--dback-python /tmp/dback-venv/bin/python]
+    .venv/bin/python bench/startup.py --runs 20 [--dback-python /tmp/dback-venv/bin/python] [--other DIR]
+    # DIR: mkdir DIR && git archive REV dbackd examples schemas | tar -x -C DIR
 
 Without that virtualenv the d-back subjects are skipped. Loopback only.
 """
@@ -32,9 +36,10 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 DEFAULT_DBACK_PYTHON = "/tmp/dback-venv/bin/python"
 DEADLINE = 20.0  # seconds a subject gets to accept and send its server-list
@@ -109,13 +114,16 @@ class _Prefixed:
         return self.sock.recv(n)
 
 
-def time_one(argv: list[str], port: int) -> tuple[float, float]:
+def time_one(argv: list[str], port: int, path: Optional[str] = None) -> tuple[float, float]:
     """(seconds to accepting, seconds to the first server-list) of one fresh process."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if path:
+        env["PYTHONPATH"] = path  # another copy of dbackd, found before the installed one
     env.pop("PYTHONDONTWRITEBYTECODE", None)  # timed with the bytecode cached, as an installed package has it
     start = time.perf_counter()
+    # From a neutral directory: `-m` and `-c` put the working directory first on sys.path.
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=env)
+                            env=env, cwd=tempfile.gettempdir())
     try:
         while True:
             if proc.poll() is not None:
@@ -148,20 +156,31 @@ def time_import(python: str, module: Optional[str]) -> float:
     env = dict(os.environ)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     start = time.perf_counter()
-    subprocess.run([python, "-c", f"import {module}" if module else "pass"], check=True, env=env)
+    subprocess.run([python, "-c", f"import {module}" if module else "pass"], check=True, env=env,
+                   cwd=tempfile.gettempdir())
     return time.perf_counter() - start
 
 
-def subjects(dback_python: Optional[str]) -> dict[str, callable]:
+Subject = tuple[Callable[[int], list[str]], Optional[str]]  # argv for a port, PYTHONPATH
+
+
+def subjects(dback_python: Optional[str], other: Optional[str]) -> dict[str, Subject]:
     me = sys.executable
-    out = {
-        "dbackd": lambda port: [me, "-m", "dbackd", "--host", "127.0.0.1", "--port", str(port), "--no-watch",
-                                "--log-level", "warning"],
-        "dbackd.compat": lambda port: [me, "-c", PROGRAM.format(module="dbackd.compat"), str(port)],
-    }
+
+    def dbackd(port: int) -> list[str]:
+        return [me, "-m", "dbackd", "--host", "127.0.0.1", "--port", str(port), "--no-watch", "--log-level", "warning"]
+
+    def compat(port: int) -> list[str]:
+        return [me, "-c", PROGRAM.format(module="dbackd.compat"), str(port)]
+
+    out: dict[str, Subject] = {"dbackd": (dbackd, None), "dbackd.compat": (compat, None)}
+    if other:
+        out["dbackd (other)"] = (dbackd, other)
+        out["compat (other)"] = (compat, other)
     if dback_python:
-        out["d-back"] = lambda port: [dback_python, "-m", "d_back", "--host", "127.0.0.1", "--port", str(port)]
-        out["d-back program"] = lambda port: [dback_python, "-c", PROGRAM.format(module="d_back.server"), str(port)]
+        out["d-back"] = (lambda port: [dback_python, "-m", "d_back", "--host", "127.0.0.1", "--port", str(port)], None)
+        out["d-back program"] = (lambda port: [dback_python, "-c", PROGRAM.format(module="d_back.server"), str(port)],
+                                 None)
     return out
 
 
@@ -174,6 +193,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10, help="runs of each subject (default %(default)s)")
     parser.add_argument("--dback-python", default=DEFAULT_DBACK_PYTHON,
                         help="the Python of a virtualenv with d-back 0.0.18 (default %(default)s)")
+    parser.add_argument("--other", metavar="DIR",
+                        help="also time the dbackd package found in DIR (a copy of another revision: "
+                             "git archive REV dbackd examples schemas | tar -x -C DIR), in the same runs")
     args = parser.parse_args()
     dback_python = args.dback_python if Path(args.dback_python).exists() else None
     if dback_python is None:
@@ -181,18 +203,18 @@ def main() -> None:
     else:
         version = subprocess.run([dback_python, "-m", "d_back", "--version"], capture_output=True, text=True)
         print(f"d-back: {version.stdout.strip() or version.stderr.strip()} ({dback_python})")
-    runs = subjects(dback_python)
+    runs = subjects(dback_python, args.other)
     results: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in runs}
     imports: dict[str, list[float]] = {"python -c pass": [], "import dbackd.cli": []}
     if dback_python:
         imports["import d_back.server"] = []
-    for name, argv in runs.items():  # untimed: writes the bytecode caches, warms the file cache
+    for name, (argv, path) in runs.items():  # untimed: writes the bytecode caches, warms the file cache
         port = free_port()
-        time_one(argv(port), port)
+        time_one(argv(port), port, path)
     for _ in range(args.runs):
-        for name, argv in runs.items():
+        for name, (argv, path) in runs.items():
             port = free_port()
-            accepting, listed = time_one(argv(port), port)
+            accepting, listed = time_one(argv(port), port, path)
             results[name][0].append(accepting)
             results[name][1].append(listed)
         imports["python -c pass"].append(time_import(sys.executable, None))

@@ -116,3 +116,9 @@ async def test_a_daemon_serves_the_sockets_it_is_given(open_client):
         assert (await client.connect())["type"] == "server-join"
     finally:
         await daemon.stop()
+
+
+def test_a_d_back_program_loads_the_web_stack_only_when_it_starts():
+    """`from dbackd.compat import WebSocketServer` is light; start() binds, then loads the rest."""
+    code = "import sys; from dbackd.compat import WebSocketServer; print('REPORT', 'aiohttp' in sys.modules)"
+    assert run(code) == "False"

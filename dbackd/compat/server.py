@@ -21,13 +21,13 @@ from collections.abc import Set
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 import structlog
 
 from dbackd.sources.apischema import InvalidRequest
 from dbackd.config import Config, load_data
-from dbackd.daemon import Daemon
+from dbackd.edge.binding import bind
 from dbackd.edge.static import BUILTIN_ROOT
 from dbackd.core.tasks import TaskSet
 from dbackd.core.world import DeclaredUser, UnknownServer, UnknownUser
@@ -35,6 +35,9 @@ from dbackd.compat import lenient
 from dbackd.compat.mock import MockDataProvider, mock_world
 from dbackd.compat.refresh import Refresher
 from dbackd.compat.standins import StandIns
+
+if TYPE_CHECKING:
+    from dbackd.daemon import Daemon
 
 log = structlog.get_logger("dbackd.compat")
 
@@ -142,7 +145,7 @@ class _Slot:
 class _Run:
     """What lives from one start() to its stop()."""
 
-    daemon: Daemon
+    daemon: "Daemon"
     tasks: TaskSet
     refresher: Refresher
     stopped: asyncio.Event  # set once everything is stopped
@@ -176,7 +179,7 @@ class WebSocketServer:
         return _Connections(self)
 
     @property
-    def server(self) -> Optional[Daemon]:
+    def server(self) -> Optional["Daemon"]:
         """The dbackd daemon while serving, else None (d-back's websockets server)."""
         return self._run.daemon if self._run is not None else None
 
@@ -203,7 +206,15 @@ class WebSocketServer:
         """
         if self._run is not None:
             raise RuntimeError("this WebSocketServer is already serving; stop() it first")
-        run = self._open()
+        # The port first, as d-back bound it at once: a client that connects while the daemon
+        # loads waits in the backlog instead of being refused.
+        sockets = bind(self.host, self.port)
+        try:
+            run = self._open(sockets)
+        except BaseException:
+            for sock in sockets:
+                sock.close()
+            raise
         self._run = run
         try:
             await run.daemon.start()
@@ -241,9 +252,12 @@ class WebSocketServer:
         return (mock_world() if not provided else _provided_world() if "on_get_server_data" in provided
                 else _mock_servers_only())
 
-    def _open(self) -> _Run:
+    def _open(self, sockets: list) -> _Run:
+        from dbackd.daemon import Daemon  # the web stack: loaded by the first start(), after the bind
+
         world = self._world()
-        daemon = Daemon(world, host=self.host, port=self.port, static_dir=self._static_override(), watch=False)
+        daemon = Daemon(world, host=self.host, port=self.port, static_dir=self._static_override(), watch=False,
+                        sockets=sockets)
         tasks = TaskSet("compat")
 
         async def refresh() -> bool:

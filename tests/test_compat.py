@@ -1422,3 +1422,21 @@ async def test_a_server_provider_registered_after_start_replaces_the_mock_server
         join = await c.connect("default")
     assert join["data"]["serverName"] == "Late" and join["data"]["request"] == {"server": "default"}
     assert not [e for e in logs if e["event"] == "provider.rejected"]
+
+
+async def test_the_differences_the_migration_guide_lists(programs, http):
+    # docs/migration.md, "Deliberate differences": each one as a d-back user sees it.
+    server = WebSocketServer()
+    assert server.data_provider is server.mock_provider  # d-back's configuration guide uses it; d-back had none
+    programs.run(server.start())
+    await programs.next()
+    c, _ = await socket(http, server)
+    await c.send({"type": "connect"})  # no data: the default server (d-back closed the socket)
+    join = await c.recv_type("server-join")
+    assert join["data"]["request"] == {"server": "default"} and join["data"]["serverName"] == "D-World"
+    await server.broadcast_presence(DWORLD, VEGETA, "dnd", role_color="#ABCDEF")
+    # Only what changed, the colour in lower case (d-back repeated what it was given, as given).
+    assert await c.recv() == {"type": "presence", "server": DWORLD,
+                              "data": {"uid": VEGETA, "status": "dnd", "roleColor": "#abcdef"}}
+    async with http.get(f"http://127.0.0.1:{port(server)}/no-such-file") as r:
+        assert r.status == 404 and r.headers["Content-Type"].startswith("text/plain")  # d-back: text/html

@@ -231,3 +231,14 @@ def test_a_static_mount_of_the_root_or_holding_the_config_is_refused(tmp_path):
                                                         "serve a directory of its own"]
     (tmp_path / "dback.yaml").write_text("static: [{path: /, dir: www}]\n" + GOOD)
     assert load_file(tmp_path / "dback.yaml").static[0].dir == tmp_path / "www"
+
+
+def test_frame_ancestors_are_origins_and_only_for_the_builtin_page(tmp_path):
+    found = problems("""
+servers: [{snowflake: "1", id: a, name: A}]
+static:
+  - {path: /, builtin: true, frame_ancestors: ["https://community.example.com/forum"]}
+  - {path: /files, dir: "%s", frame_ancestors: ["https://community.example.com"]}
+""" % tmp_path)
+    assert any("static[0].frame_ancestors[0]" in p and "without a path" in p for p in found), found
+    assert any("static[1].frame_ancestors" in p and "only the built-in page" in p for p in found), found

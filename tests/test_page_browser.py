@@ -11,6 +11,7 @@ protocol from its own event loop (the daemon fixtures are per test, and so is th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -23,6 +24,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("playwright.async_api", reason="the browser tests need playwright (pip install playwright)")
+from aiohttp import web  # noqa: E402
 from playwright.async_api import async_playwright, expect  # noqa: E402
 
 from .conftest import EXAMPLE, ROOT, read_until, serving  # noqa: E402
@@ -36,7 +38,7 @@ ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
 CSP = ("default-src 'self'; connect-src 'self'{}; img-src 'self' data:; style-src 'self'; "
-       "script-src 'self'; base-uri 'none'; frame-ancestors 'none'")
+       "script-src 'self'; base-uri 'none'; frame-ancestors {}")
 ARTIFACTS = ROOT / "tests" / "artifacts"
 WAIT = 10_000  # ms: an upper bound for something that must happen, never a pause
 
@@ -81,10 +83,11 @@ class Tab:
         self.problems: list[str] = []
         self.allowed: list[str] = []  # console errors a test expects (e.g. a refused socket)
 
-    async def open(self, base: str, query: str = "", sockets: str = "") -> None:
-        """Open the page; `sockets`: the other socket origins its policy must allow (" ws://…")."""
+    async def open(self, base: str, query: str = "", sockets: str = "", frames: str = "'none'") -> None:
+        """Open the page; `sockets`: the other socket origins its policy must allow (" ws://…"),
+        `frames`: the origins that may frame it."""
         response = await self.page.goto(base.rstrip("/") + "/" + query)
-        assert response is not None and response.headers.get("content-security-policy") == CSP.format(sockets)
+        assert response is not None and response.headers.get("content-security-policy") == CSP.format(sockets, frames)
         # Proof that the policy is in force: an inline script does not run (and is reported).
         probe = "Executing inline script violates"
         self.allowed.append(probe)
@@ -397,6 +400,95 @@ async def test_reconnects_after_the_daemon_restarts_and_rejoins_the_same_server(
         await expect(page.locator("#people li")).to_have_count(21)
         await expect(page).to_have_url(re.compile(r"[?&]s=repos\b"))
         assert await page.evaluate("() => dbackdPage.stats().joins") == 2
+
+
+class Framing:
+    """Another site on its own loopback origin; its page shows `src` in an <iframe>."""
+
+    def __init__(self):
+        self.origin = ""
+        self.src = "about:blank"
+
+    async def page(self, request: web.Request) -> web.Response:
+        return web.Response(content_type="text/html", text=f"""<!DOCTYPE html><title>A community</title>
+<h1>Our world</h1><iframe src="{self.src}" width="800" height="500" title="The world"></iframe>""")
+
+
+@contextlib.asynccontextmanager
+async def site_framing():
+    framing = Framing()
+    app = web.Application()
+    app.router.add_get("/", framing.page)
+    app.router.add_get("/favicon.ico", lambda request: web.Response(status=204))  # asked by the browser
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    framing.origin = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        yield framing
+    finally:
+        await runner.cleanup()
+
+
+EMBEDDED = """
+servers:
+  - {snowflake: "1", id: open, name: Open, default: true, users: [{uid: "11", username: alice}, {uid: "12", username: bob}]}
+  - {snowflake: "2", id: club, name: The Club, passworded: true, password: hunter2, users: [{uid: "21", username: carol}]}
+static: [{path: /, builtin: true, frame_ancestors: ["%s"]}]
+"""
+
+
+async def test_the_compact_page_in_a_frame_of_an_allowed_site_shows_the_world_and_asks_for_no_login(
+        start_daemon, tab):
+    page = tab.page
+    async with site_framing() as site:
+        d = await start_daemon(text=EMBEDDED % site.origin)
+        # the private server asked for: the page shows the default one and says where to log in
+        site.src = f"{base(d)}?embed=1&s=club"
+        response = await page.goto(site.origin + "/")
+        assert response is not None and response.ok
+        world = page.frame_locator("iframe")
+        await expect(world.locator("#conn")).to_have_attribute("data-state", "live", timeout=WAIT)
+        await expect(world.locator("#server-name")).to_have_attribute("data-server", "open", timeout=WAIT)
+        await expect(world.locator("#banner-text")).to_have_text(
+            "The Club is private: open the page on its own to log in.", timeout=WAIT)
+        await expect(world.locator("#login")).to_be_hidden()
+        await expect(world.locator("#terrarium")).to_be_visible()
+        await expect(world.locator(".side")).to_be_hidden()  # compact: no side panel
+        full = world.locator("#open-full")
+        await expect(full).to_be_visible()
+        await expect(full).to_have_attribute("target", "_blank")
+        await expect(full).to_have_attribute("href", f"{base(d)}?s=open")
+        frame = next(f for f in page.frames if f.url.startswith(base(d)))
+        await frame.wait_for_function("() => dbackdPage.stats().figures === 2", timeout=WAIT)
+        response = await page.request.get(site.src)
+        assert response.headers["content-security-policy"] == CSP.format("", site.origin)
+
+
+async def test_the_page_in_a_frame_of_an_unlisted_site_is_refused(start_daemon, tab):
+    page = tab.page
+    d = await start_daemon(text=EMBEDDED % "http://127.0.0.1:1")
+    tab.allowed.append("violates the following Content Security Policy directive: \"frame-ancestors")
+    async with site_framing() as site:
+        site.src = f"{base(d)}?embed=1"
+        async with page.expect_console_message(lambda m: "frame-ancestors" in m.text, timeout=WAIT):
+            await page.goto(site.origin + "/")
+        await expect(page.locator("h1")).to_have_text("Our world")
+        await expect(page.frame_locator("iframe").locator("#terrarium")).to_have_count(0)
+        assert d.health()["connections"] == 0
+
+
+async def test_the_embed_opened_on_its_own_still_logs_in(start_daemon, tab):
+    d = await start_daemon(text=EMBEDDED % "http://127.0.0.1:1")
+    await tab.open(base(d), "?embed=1&s=club", frames="http://127.0.0.1:1")
+    page = tab.page
+    await expect(page.locator("#login")).to_be_visible(timeout=WAIT)
+    await expect(page.locator(".side")).to_be_hidden()
+    await page.locator("#login-password").fill("hunter2")
+    await page.locator("#login-password-form button[type=submit]").click()
+    await wait_live(page, "club")
+    await page.wait_for_function("() => dbackdPage.stats().figures === 1", timeout=WAIT)
 
 
 async def test_screenshot(start_daemon, tab):

@@ -121,6 +121,20 @@ static:
         assert "connect-src 'self' wss://dzone.example.com ws://127.0.0.1:4000;" in csp, csp
 
 
+async def test_builtin_page_may_be_framed_only_by_the_origins_its_mount_lists(start_daemon, http):
+    d = await start_daemon(text="""
+servers: [{snowflake: "1", id: a, name: A}]
+static:
+  - {path: /, builtin: true}
+  - {path: /wall, builtin: true, frame_ancestors: ["https://Community.Example.com:443", "http://127.0.0.1:8080"]}
+""")
+    async with http.get(f"http://127.0.0.1:{d.port}/") as r:
+        assert r.headers["Content-Security-Policy"].endswith("; frame-ancestors 'none'")
+    async with http.get(f"http://127.0.0.1:{d.port}/wall/") as r:
+        csp = r.headers["Content-Security-Policy"]
+        assert csp.endswith("; frame-ancestors https://community.example.com http://127.0.0.1:8080"), csp
+
+
 async def test_version_and_health(start_daemon, http):
     from dbackd import __version__
 

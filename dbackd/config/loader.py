@@ -156,9 +156,10 @@ def _check_rules(source: Source, base_dir: Path) -> tuple[list[Problem], list[st
                 why = unsafe_mount(d, _private_files(source, data, base_dir))
                 if why:
                     problems.append(source.problem(("static", i, "dir"), why))
-            if m.get("sockets"):
-                problems.append(source.problem(("static", i, "sockets"),
-                                               "only the built-in page reads `sockets`: a directory's page sets its own"))
+            for key in ("sockets", "frame_ancestors"):
+                if m.get(key):
+                    problems.append(source.problem(("static", i, key),
+                                                   f"only the built-in page reads `{key}`: a directory's page sets its own"))
     return problems, notes
 
 

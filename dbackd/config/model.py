@@ -202,6 +202,7 @@ class Mount:
     dir: Optional[Path]  # None for the built-in page
     index: str = "index.html"
     sockets: tuple[str, ...] = ()  # other daemons' socket origins the built-in page may use, as browsers write them
+    frame_ancestors: tuple[str, ...] = ()  # origins of the sites that may frame the built-in page
 
     @property
     def ws_path(self) -> str:
@@ -376,9 +377,9 @@ def _oauth(data: Mapping[str, Any]) -> OAuth:
 
 
 def socket_origin(text: str) -> str:
-    """A socket origin as a browser's `URL.origin` writes it: lower case, no default port."""
+    """A socket (or page) origin as a browser's `URL.origin` writes it: lower case, no default port."""
     origin = text.lower().rstrip("/")
-    for scheme, port in (("ws://", ":80"), ("wss://", ":443")):
+    for scheme, port in (("ws://", ":80"), ("wss://", ":443"), ("http://", ":80"), ("https://", ":443")):
         if origin.startswith(scheme) and origin.endswith(port):
             return origin[:-len(port)]
     return origin
@@ -415,6 +416,7 @@ def build(data: Mapping[str, Any], base_dir: Path, file: Optional[str], notes: t
             dir=None if m.get("builtin") else (base_dir / m["dir"]).resolve(),
             index=m["index"],
             sockets=tuple(socket_origin(o) for o in m.get("sockets", ())),
+            frame_ancestors=tuple(socket_origin(o) for o in m.get("frame_ancestors", ())),
         )
         for m in data["static"]
     )

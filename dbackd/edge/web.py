@@ -30,15 +30,17 @@ from dbackd.core.world import World
 log = structlog.get_logger("dbackd.web")
 
 # The built-in page runs no inline script or style and talks only to its own daemon and to the
-# socket origins its mount lists: a login typed on it can reach no other site.
+# socket origins its mount lists: a login typed on it can reach no other site. Only the sites its
+# mount lists may frame it (none unless listed), so no other page can overlay or click through it.
 CSP = ("default-src 'self'; connect-src 'self'{sockets}; img-src 'self' data:; style-src 'self'; "
-       "script-src 'self'; base-uri 'none'; frame-ancestors 'none'")
+       "script-src 'self'; base-uri 'none'; frame-ancestors {frames}")
 PAGE_SOCKETS = "/sockets.json"  # under a built-in mount: the socket origins the page may use besides its own
 
 
 def builtin_headers(mount: Mount) -> dict[str, str]:
     return {
-        "Content-Security-Policy": CSP.format(sockets="".join(" " + o for o in mount.sockets)),
+        "Content-Security-Policy": CSP.format(sockets="".join(" " + o for o in mount.sockets),
+                                              frames=" ".join(mount.frame_ancestors) or "'none'"),
         "X-Content-Type-Options": "nosniff",
         "Referrer-Policy": "no-referrer",
     }

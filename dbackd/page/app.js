@@ -22,6 +22,25 @@ const $ = (id) => document.getElementById(id);
 const url = socketURL();
 const params = new URLSearchParams(location.search);
 const asked = params.get("s");
+// ?embed=1: the compact page for another site's <iframe>, the terrarium without the side panel.
+const embedded = params.get("embed") === "1";
+const framedAcross = framedByAnotherSite();
+
+/**
+ * Whether a page of another origin frames this one. A login typed here could then be overlaid or
+ * clicked through by that page, so the page never asks for one (its daemon's frame-ancestors
+ * decides which sites may frame it at all).
+ */
+function framedByAnotherSite() {
+  if (window.top === window.self) return false;
+  const ancestors = location.ancestorOrigins;
+  if (ancestors && Array.from(ancestors).some((o) => o !== location.origin)) return true;
+  try {
+    return window.top.location.origin !== location.origin;
+  } catch {
+    return true; // reading another origin's location throws
+  }
+}
 
 const state = {
   joined: false, // the socket is a member of world.server (it gets its events)
@@ -145,6 +164,8 @@ function onJoin(data) {
   const next = new URL(location.href);
   next.searchParams.set("s", entry.id);
   history.replaceState(null, "", next);
+  next.searchParams.delete("embed");
+  $("open-full").href = next.href;
   renderServers();
   showStale();
 }
@@ -249,6 +270,11 @@ const dialog = $("login");
 
 function openLogin(entry, message = "") {
   if (!state.socketAllowed) return; // never ask for a login that could go to a stranger
+  if (framedAcross) {
+    showBanner(`${entry.name} is private: open the page on its own to log in.`);
+    $("open-full").hidden = false;
+    return;
+  }
   state.loginFor = entry;
   $("login-server").textContent = entry.name;
   $("login-demo").hidden = !(entry.snowflake === DEMO_PRIVATE.snowflake && entry.id === DEMO_PRIVATE.id);
@@ -360,6 +386,14 @@ $("zoom-out").addEventListener("click", () => renderer.zoomBy(1 / 1.4));
 $("zoom-fit").addEventListener("click", () => renderer.fit());
 
 $("socket-hint").textContent = `?socketURL=${url}`;
+if (embedded) document.body.classList.add("embed");
+if (embedded || framedAcross) {
+  // the whole page, in a tab of its own, for the server shown (where a login is possible)
+  const full = new URL(location.href);
+  full.searchParams.delete("embed");
+  $("open-full").href = full.href;
+  $("open-full").hidden = !embedded;
+}
 
 // Read by the browser tests and the benchmark; nothing on the page depends on it.
 window.dbackdPage = {

@@ -413,13 +413,16 @@ class Framing:
         return web.Response(content_type="text/html", text=f"""<!DOCTYPE html><title>A community</title>
 <h1>Our world</h1><iframe src="{self.src}" width="800" height="500" title="The world"></iframe>""")
 
+    async def favicon(self, request: web.Request) -> web.Response:
+        return web.Response(status=204)  # the browser asks; a 404 would be a console error
+
 
 @contextlib.asynccontextmanager
 async def site_framing():
     framing = Framing()
     app = web.Application()
     app.router.add_get("/", framing.page)
-    app.router.add_get("/favicon.ico", lambda request: web.Response(status=204))  # asked by the browser
+    app.router.add_get("/favicon.ico", framing.favicon)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

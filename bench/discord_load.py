@@ -11,6 +11,11 @@ Measured: the load (gateway connect to every member in the world) with the longe
 p99 loop stall and the other server's join latency meanwhile; then --rate presence
 updates a second for --seconds seconds: how many reached the world and each client, the
 delivery latency (the fake's send to the client's receipt, p50/p99/max) and the stalls.
+Last, a new client joins the big server every second for --joins joins, first over plain
+sockets and then with permessage-deflate (as browsers ask), while the same presence storm
+goes on: each join's time (connect to the whole server-join taken) and size, and the stalls.
+A stall's "CPU" is the most CPU time the loop's thread used between two probe ticks: the
+part of a stall that was the daemon's own work, not a wait for a CPU on a busy machine.
 
 Also measured: the resident memory of the daemon and of the gateway worker once the guild is
 loaded, beyond what each held when the worker's session started (discord.py loaded, no member
@@ -18,7 +23,7 @@ yet), per member; and the size of the
 big server's server-join frame, at --max-actors (the default, 2,000, unless given).
 
     python bench/discord_load.py [--members 100000] [--rate 1000] [--seconds 10] [--clients 10]
-                                 [--max-actors N]   (a storm needs --max-actors 100000)
+                                 [--max-actors N] [--joins 10]   (a storm needs --max-actors 100000)
 """
 from __future__ import annotations
 
@@ -117,6 +122,25 @@ async def main(port, clients):
             if line == "stop-joins":
                 stop.set(); await probe
                 print(json.dumps({"joins": joins}), flush=True)
+            elif line.startswith("bigjoins"):
+                _, n, compress = line.split()
+                times, sizes = [], []
+                for _ in range(int(n)):
+                    t0 = time.perf_counter()
+                    async with http.ws_connect(f"http://127.0.0.1:{port}/ws", max_msg_size=0,
+                                               compress=int(compress)) as ws:
+                        await ws.receive()
+                        await ws.send_json({"type": "connect", "data": {"server": "big"}})
+                        while True:
+                            msg = await ws.receive()
+                            if json.loads(msg.data)["type"] == "server-join":
+                                break
+                    times.append(time.perf_counter() - t0)
+                    sizes.append(len(msg.data.encode()))
+                    await asyncio.sleep(max(0.0, 1.0 - times[-1]))
+                print(json.dumps({"times": times, "sizes": sizes}), flush=True)
+            elif line == "seen":
+                print(json.dumps({"seen": seen}), flush=True)
             elif line == "members":
                 members = [asyncio.ensure_future(member(i)) for i in range(clients)]
             elif line == "report" or not line:
@@ -177,7 +201,8 @@ async def readline_json(proc) -> dict:
             return json.loads(line)
 
 
-async def run(members: int, rate: float, seconds: float, clients: int, max_actors: Optional[int]) -> None:
+async def run(members: int, rate: float, seconds: float, clients: int, max_actors: Optional[int],
+              big_joins: int) -> None:
     from dbackd import Daemon
     from dbackd.ops import logs
 
@@ -216,7 +241,8 @@ async def run(members: int, rate: float, seconds: float, clients: int, max_actor
         joiner.stdin.write(b"stop-joins\n")
         joins = (await readline_json(joiner))["joins"]
         print(f"load: {members:,} members in {load_time:.1f} s, {len(d.world.servers[BIG].users):,} shown "
-              f"({online:,} not offline); loop stall max {load_lag['max_ms']} ms, p99 {load_lag['p99_ms']} ms")
+              f"({online:,} not offline); loop stall max {load_lag['max_ms']} ms (CPU {load_lag['cpu_max_ms']} ms), "
+              f"p99 {load_lag['p99_ms']} ms")
         print(f"memory beyond the session's start: daemon {grown_daemon / 2**20:.1f} MiB "
               f"({grown_daemon / members:.0f} B a member), worker {grown_worker / 2**20:.1f} MiB "
               f"({grown_worker / members:.0f} B a member); baseline daemon {base_daemon / 2**20:.1f} MiB, "
@@ -250,7 +276,7 @@ async def run(members: int, rate: float, seconds: float, clients: int, max_actor
         sent = (await readline_json(fake))["sent"]
         await d.discord.wait_until(lambda: applied[0] >= len(sent))
         storm_lag = probe.stop()
-        joiner.stdin.write(b"report\n")
+        joiner.stdin.write(b"seen\n")
         seen = (await readline_json(joiner))["seen"]
         latencies = [t - sent[uid] for client in seen for uid, t in client.items() if uid in sent]
         delivered = min(len(client) for client in seen) if seen else 0
@@ -258,6 +284,20 @@ async def run(members: int, rate: float, seconds: float, clients: int, max_actor
               f"each of {clients} clients got at least {delivered:,}")
         print(f"delivery (fake → client): p50 {pct(latencies, .5) * 1000:.1f} ms, p99 {pct(latencies, .99) * 1000:.1f} ms, "
               f"max {max(latencies) * 1000:.1f} ms; loop stall max {storm_lag['max_ms']} ms, p99 {storm_lag['p99_ms']} ms")
+        for compress, label in ((0, "plain"), (15, "deflate")):
+            applied[0] = 0
+            probe = LagProbe().start()
+            fake.stdin.write(f"{rate} {big_joins}\n".encode())
+            joiner.stdin.write(f"bigjoins {big_joins} {compress}\n".encode())
+            result = await readline_json(joiner)
+            sent = (await readline_json(fake))["sent"]
+            await d.discord.wait_until(lambda: applied[0] >= len(sent))
+            join_lag = probe.stop()
+            times = result["times"]
+            print(f"joins of the big server ({label}), one a second during a storm of {rate:g}/s: {len(times)}, "
+                  f"{max(result['sizes']) / 1e6:.1f} MB each; p50 {pct(times, .5) * 1000:.0f} ms, "
+                  f"max {max(times) * 1000:.0f} ms; loop stall max {join_lag['max_ms']} ms "
+                  f"(CPU {join_lag['cpu_max_ms']} ms), p99 {join_lag['p99_ms']} ms")
         await d.stop()
         for proc in (fake, joiner):
             proc.stdin.close()
@@ -274,11 +314,12 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=10)
     p.add_argument("--clients", type=int, default=10)
     p.add_argument("--max-actors", type=int, default=None, help="the big server's max_actors (default: 2,000)")
+    p.add_argument("--joins", type=int, default=10, help="joins of the big server, one a second, each way")
     args = p.parse_args()
     if args.seconds > 0 and (args.max_actors or 2000) <= args.members:
         # The storm waits for every update to reach the world; one for a member not shown never does.
         p.error("a presence storm needs every member shown: add --max-actors 100000 (or --seconds 0)")
-    asyncio.run(run(args.members, args.rate, args.seconds, args.clients, args.max_actors))
+    asyncio.run(run(args.members, args.rate, args.seconds, args.clients, args.max_actors, args.joins))
 
 
 if __name__ == "__main__":

@@ -44,8 +44,8 @@ async def test_join_reencodes_only_changed_users(start_daemon, open_client, monk
     first = await open_client(d)
     await first.connect("a")
     state = d.world.servers["1"]
-    cached = d.hub.joins.users_json(state)
-    assert d.hub.joins.users_json(state) is cached  # nothing changed: the same bytes
+    cached = d.hub.joins.messages(state, "a")
+    assert d.hub.joins.messages(state, "a") == cached  # nothing changed: the same frame
     d.world.set_presence("a", "12", "dnd")
     calls = []
     real = protocol.encode

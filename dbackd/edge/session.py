@@ -32,7 +32,6 @@ from dbackd.core.world import World
 
 log = structlog.get_logger("dbackd.session")
 
-ENCODE_PER_TURN = 2000  # join fragments encoded between two yields before a big join
 CLOSE_POLICY = 1008
 LOG_WINDOW = 60.0  # seconds between two log lines about one socket's repeated bad input
 MAX_CHECKS = 3  # access checks for one join when the config keeps changing under them
@@ -130,8 +129,7 @@ class Session:
                 return
             if self.callbacks.has("on_get_client_id"):
                 await self.callbacks.ask_client_id(state)
-            while self.hub.joins.encode_pending(state, ENCODE_PER_TURN):  # a big server's changed users, a slice per loop turn
-                await asyncio.sleep(0)
+            await self.hub.joins.ready(state, request.server)  # a big server's join, a slice per loop turn
             # The checks may have awaited: the id may name another server now, or its rules changed.
             current = world.resolve(request.server)
             if current is None:

@@ -114,7 +114,8 @@ class Hub:
         if not conn.open:
             return
         conn.authenticated = state.snowflake if authenticated else None
-        self.send(conn, self.joins.frame(state, request_server))
+        for message in self.joins.messages(state, request_server):  # the join, then a big one's changes since
+            self.send(conn, message)
         conn.server = state.snowflake
         self.members.setdefault(state.snowflake, set()).add(conn)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import struct
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 from dbackd.core import jsontext
 from dbackd.core.events import ClientIdChanged, MessageSent, PresenceChanged
@@ -38,14 +38,16 @@ def text_frame(payload: bytes) -> bytes:
     Server-to-client frames are never masked, so the same bytes can be written to
     every socket that does not use compression: one encode per broadcast.
     """
-    n = len(payload)
+    return frame_header(len(payload)) + payload
+
+
+def frame_header(n: int) -> bytes:
+    """The header of a final, unmasked text frame of an `n`-byte payload."""
     if n < 126:
-        header = struct.pack("!BB", 0x81, n)
-    elif n < 65536:
-        header = struct.pack("!BBH", 0x81, 126, n)
-    else:
-        header = struct.pack("!BBQ", 0x81, 127, n)
-    return header + payload
+        return struct.pack("!BB", 0x81, n)
+    if n < 65536:
+        return struct.pack("!BBH", 0x81, 126, n)
+    return struct.pack("!BBQ", 0x81, 127, n)
 
 
 def control_frame(opcode: int, payload: bytes = b"") -> bytes:
@@ -57,7 +59,7 @@ def control_frame(opcode: int, payload: bytes = b"") -> bytes:
 class Outgoing:
     """A message encoded once; `frame` is what goes on the wire."""
 
-    payload: bytes
+    payload: bytes  # a memoryview of `frame` for a big join (protocol.server_join)
     frame: bytes
     kind: str
     control: bool = False  # a ping or pong: never compressed, written as it is
@@ -88,14 +90,22 @@ def error(message: str) -> dict:
     return {"type": "error", "data": {"message": message}}
 
 
-def server_join(users_json: bytes, request_server: str, server_name: str, client_id: Optional[str]) -> Outgoing:
-    """server-join around a users map that is already encoded (kept by joins.py)."""
+def server_join(users: Sequence[bytes], request_server: str, server_name: str, client_id: Optional[str]) -> Outgoing:
+    """server-join around a users map already encoded in pieces (each a run of '"uid":{...}' entries
+    joined with commas; joins.py keeps them). Header and payload are written once, into one buffer:
+    the payload is a view of the frame, so a 10 MB join is copied once, not three times."""
     tail: dict[str, Any] = {"request": {"server": request_server}, "serverName": server_name}
     if client_id:
         tail["clientId"] = client_id
-    rest = encode(tail)  # '{"request":...}'
-    payload = b'{"type":"server-join","data":{"users":' + users_json + b"," + rest[1:] + b"}"
-    return Outgoing.raw("server-join", payload)
+    parts = [b'{"type":"server-join","data":{"users":{']
+    for i, piece in enumerate(users):
+        if i:
+            parts.append(b",")
+        parts.append(piece)
+    parts.append(b"}," + encode(tail)[1:] + b"}")  # '"request":...}' closes "data", then the message
+    header = frame_header(sum(len(p) for p in parts))
+    frame = b"".join([header, *parts])
+    return Outgoing(memoryview(frame)[len(header):], frame, "server-join")  # type: ignore[arg-type]
 
 
 def user_entry(uid: str, username: str, status: str, role_color: str) -> dict:

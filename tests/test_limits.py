@@ -185,3 +185,25 @@ def test_the_address_key_is_the_ipv4_address_or_the_ipv6_64():
     assert address_key("2001:db8:1:2::1") == address_key("2001:DB8:1:2:ffff::1") == "2001:db8:1:2::/64"
     assert address_key("::ffff:203.0.113.7") == "203.0.113.7"  # IPv4 written as IPv6 is that IPv4 address
     assert address_key("not an address") == "not an address"
+
+
+async def test_the_operators_probes_get_in_when_the_public_took_every_other_connection(start_daemon):
+    d = await start_daemon(text=config({"max_connections": 6, "reserved_connections": 2}))
+
+    async def status(path: str, local: str) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", d.port, local_addr=(local, 0))
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        answer = await eof_within(reader, RECV_TIMEOUT)
+        writer.close()
+        return answer.split(b"\r\n", 1)[0]
+
+    # the public (127.0.0.2 is not one of the default operators, 127.0.0.1 and ::1) opens as many
+    # idle connections as there are: it gets 4 of them
+    public = [await asyncio.open_connection("127.0.0.1", d.port, local_addr=("127.0.0.2", 0)) for _ in range(6)]
+    assert await status("/healthz", "127.0.0.2") == b"HTTP/1.1 503 Service Unavailable"
+    assert await status("/healthz", "127.0.0.1") == b"HTTP/1.1 200 OK"
+    assert await status("/metrics", "127.0.0.1") == b"HTTP/1.1 200 OK"
+    held = [await asyncio.open_connection("127.0.0.1", d.port) for _ in range(2)]  # the reserve, taken
+    assert await status("/healthz", "127.0.0.1") == b"HTTP/1.1 503 Service Unavailable"  # the total still holds
+    for _, writer in public + held:
+        writer.close()

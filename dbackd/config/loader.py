@@ -189,15 +189,15 @@ def _private_files(source: Source, data: dict, base_dir: Path) -> list[tuple[str
 
 
 def _check_listen(source: Source, data: dict, base_dir: Path, problems: list[Problem]) -> None:
-    """Trusted proxies are addresses or networks; the TLS files exist and make a usable pair."""
+    """Trusted proxies and operators are addresses or networks; the TLS files exist and make a usable pair."""
     listen = data.get("listen") if isinstance(data.get("listen"), dict) else {}
-    for i, proxy in enumerate(_list(listen.get("trusted_proxies"))):
-        if isinstance(proxy, str):
-            try:
-                ipaddress.ip_network(proxy.strip(), strict=False)
-            except ValueError:
-                problems.append(source.problem(("listen", "trusted_proxies", i),
-                                               f"not an IP address or network: {proxy!r}"))
+    for key in ("trusted_proxies", "operators"):
+        for i, network in enumerate(_list(listen.get(key))):
+            if isinstance(network, str):
+                try:
+                    ipaddress.ip_network(network.strip(), strict=False)
+                except ValueError:
+                    problems.append(source.problem(("listen", key, i), f"not an IP address or network: {network!r}"))
     tls = listen.get("tls")
     if not isinstance(tls, dict) or not isinstance(tls.get("cert"), str) or not isinstance(tls.get("key"), str):
         return

@@ -223,6 +223,7 @@ class Listen:
     port: int = 3000
     tls: Optional[Tls] = None
     trusted_proxies: tuple = ()  # ip networks whose X-Forwarded-For is believed
+    operators: tuple = (ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("::1/128"))  # probes, scrapers
 
     @property
     def bound(self) -> tuple:
@@ -231,13 +232,21 @@ class Listen:
 
     def trusts(self, peer: Optional[str]) -> bool:
         """True when `peer` (an address as text) is one of the trusted proxies."""
-        if not self.trusted_proxies or not peer:
-            return False
-        try:
-            address = ipaddress.ip_address(peer)
-        except ValueError:
-            return False
-        return any(address in net for net in self.trusted_proxies)
+        return _within(peer, self.trusted_proxies)
+
+    def operator(self, peer: Optional[str]) -> bool:
+        """True when `peer` is on the operator's side (`operators`), and not a trusted proxy."""
+        return _within(peer, self.operators) and not self.trusts(peer)
+
+
+def _within(peer: Optional[str], networks: tuple) -> bool:
+    if not networks or not peer:
+        return False
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    return any(address in net for net in networks)
 
 
 @dataclass(frozen=True)
@@ -258,6 +267,7 @@ class Limits:
     joins_per_second: float = 2.0
     joins_burst: int = 10
     max_connections: int = 10000
+    reserved_connections: int = 32
     max_connections_per_address: int = 128
     sockets_per_second: float = 5.0
     sockets_burst: int = 128
@@ -429,6 +439,7 @@ def build(data: Mapping[str, Any], base_dir: Path, file: Optional[str], notes: t
             port=listen["port"],
             tls=None if tls is None else Tls(located(base_dir, tls["cert"]), located(base_dir, tls["key"])),
             trusted_proxies=tuple(ipaddress.ip_network(p, strict=False) for p in listen["trusted_proxies"]),
+            operators=tuple(ipaddress.ip_network(p, strict=False) for p in listen["operators"]),
         ),
         static=static,
         logging=Logging(**data["logging"]),

@@ -69,12 +69,14 @@ def stop_reading(transport: asyncio.BaseTransport) -> None:
         transport.pause_reading()
 
 
-def _peer(door: Door, transport: asyncio.BaseTransport) -> tuple[Optional[str], bool]:
-    """The peer's address, and whether it is counted by it (a trusted proxy's clients are
-    counted by forwarded address later)."""
+def _admit(door: Door, transport: asyncio.BaseTransport) -> tuple[Optional[str], bool, Optional[str]]:
+    """Count a new connection: the peer's address, whether it is counted by it (a trusted
+    proxy's clients are counted by forwarded address later), and why it is refused, if it is."""
     peername = transport.get_extra_info("peername")
     peer = peername[0] if isinstance(peername, tuple) and peername else None
-    return peer, not door.world.config.listen.trusts(peer)
+    listen = door.world.config.listen
+    counted = not listen.trusts(peer)
+    return peer, counted, door.peers.admit(peer, counted, listen.operator(peer))
 
 
 class _Guarded(asyncio.Protocol):
@@ -100,8 +102,10 @@ class _Guarded(asyncio.Protocol):
         self._tail = b""  # the last bytes seen while looking for the head's end
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.peer, self.counted_address = _peer(self.door, transport)
-        reason = None if self.admitted else self.door.peers.admit(self.peer, self.counted_address)
+        if self.admitted:
+            reason = None
+        else:
+            self.peer, self.counted_address, reason = _admit(self.door, transport)
         if reason is not None:
             self.door.refused(self.peer, reason)
             self.transport = transport
@@ -197,8 +201,7 @@ class _TlsGuarded(asyncio.BufferedProtocol):
         self.tls: Optional[_SmallTls] = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.peer, self.counted_address = _peer(self.door, transport)
-        reason = self.door.peers.admit(self.peer, self.counted_address)
+        self.peer, self.counted_address, reason = _admit(self.door, transport)
         if reason is not None:
             # No handshake is begun, so a plain answer could not be read: the client sees a closed connection.
             self.door.refused(self.peer, reason)

@@ -68,12 +68,15 @@ class Peers:
         self._socket_rate: TTLCache = TTLCache(MAX_TRACKED, ttl=60.0, timer=lambda: self.clock())
 
     # -- connections -----------------------------------------------------------------
-    def admit(self, address: Optional[str], count_address: bool = True) -> Optional[str]:
+    def admit(self, address: Optional[str], count_address: bool = True, operator: bool = False) -> Optional[str]:
         """Count a new connection, or say why not (FULL, ADDRESS_FULL). `count_address`:
-        False for a trusted proxy's connection, whose clients are counted one by one later."""
+        False for a trusted proxy's connection, whose clients are counted one by one later;
+        `operator`: the peer may take the last `limits.reserved_connections` too."""
         limits = self.world.config.limits
         capacity = limits.max_connections if self.capacity is None else min(limits.max_connections, self.capacity)
         address = None if address is None else address_key(address)
+        if not operator:
+            capacity = max(0, capacity - limits.reserved_connections)
         if count_address and address is not None and self.per_address[address] >= limits.max_connections_per_address:
             self.refused[ADDRESS_FULL] += 1
             return ADDRESS_FULL

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 import time
@@ -13,7 +14,7 @@ from dbackd import daemon as daemon_module
 from dbackd.config import load_file, with_overrides
 from dbackd.core.lifecycle import Listener
 
-from .conftest import EXAMPLE, RECV_TIMEOUT, serving
+from .conftest import EXAMPLE, RECV_TIMEOUT, read_until, serving
 from .test_notify import FakeNotifySocket
 
 CLIENTS = 100
@@ -135,3 +136,16 @@ async def test_a_taken_port_exits_1_with_one_line():
     assert proc.returncode == 1
     events = [json.loads(line)["event"] for line in err.decode().splitlines() if line.startswith("{")]
     assert events == ["daemon.listen_failed"]
+
+
+async def test_a_fifo_in_place_of_the_config_neither_stops_reloads_nor_shutdown(tmp_path):
+    path = tmp_path / "dback.yaml"
+    path.write_text(EXAMPLE.read_text())
+    async with serving(path) as (proc, _):
+        os.unlink(path)
+        os.mkfifo(path)
+        proc.send_signal(signal.SIGHUP)
+        failed = await read_until(proc, "reload.failed")  # refused at once, not a reader waiting for good
+        assert "not a regular file (a FIFO)" in failed["errors"][0]
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 10) == 0

@@ -83,3 +83,9 @@ def test_no_import_cycles():
 
 def test_the_cycle_finder_finds_one():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_a_session_is_given_a_send_and_a_join_function_not_the_hub():
+    known = modules()
+    session = imports("dbackd.edge.session", known["dbackd.edge.session"], known)
+    assert "dbackd.fanout.hub" not in session

@@ -1,9 +1,11 @@
 """One client's session: what it asks over its socket (`connect`) and how each frame is answered.
 
-A Session is made per socket by the socket endpoint (websocket.py). It parses the
-client's frames (protocol.py), asks the world, the access rules and the host program's
-callbacks (its hook before a join, its client id), and tells the hub what to send. It
-never writes to a socket itself.
+A Session is made per socket by the socket endpoint (websocket.py), which gives it two
+functions into the fan-out side: `send` (one message to this socket) and `join` (make
+this socket a member of a server, its join frame first). It parses the client's frames
+(protocol.py), asks the world, the access rules and the host program's callbacks (its
+hook before a join, its client id), and decides what to send and whom to let in. It
+never writes to a socket itself, and knows nothing of the other sockets.
 
 What one client sends costs that client only: its frames and its joins each pass a token
 bucket (`limits.frames_per_second`, `limits.joins_per_second`); past the frame rate it
@@ -16,7 +18,7 @@ the id to another server), the check runs again under the new one.
 from __future__ import annotations
 
 import asyncio
-from typing import Optional
+from typing import Awaitable, Callable, Optional, Protocol
 
 import structlog
 from aiohttp import WSMessage, WSMsgType
@@ -24,11 +26,11 @@ from aiohttp import WSMessage, WSMsgType
 from dbackd.fanout import protocol
 from dbackd.edge.access import Access, Verdict
 from dbackd.sources.callbacks import Callbacks
-from dbackd.fanout.hub import Connection, Hub
+from dbackd.config import Server
 from dbackd.ops.metrics import Metrics
-from dbackd.fanout.protocol import ClientError, Connect
+from dbackd.fanout.protocol import ClientError, Connect, Outgoing
 from dbackd.core.rates import Bucket, Tally
-from dbackd.core.world import World
+from dbackd.core.world import ServerState, World
 
 log = structlog.get_logger("dbackd.session")
 
@@ -44,12 +46,32 @@ _REFUSALS = {
 }
 
 
+class Socket(Protocol):
+    """What a session knows of its socket (the hub's Connection): which one, and whether it is open."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def open(self) -> bool: ...
+
+
+Send = Callable[[Outgoing], None]
+"""One message to this socket, after everything it was sent before."""
+
+Join = Callable[[ServerState, str, Callable[[], Optional[ServerState]]], Awaitable[Optional[ServerState]]]
+"""Join this socket to a server: `join(state, request_server, decide)` gets `state`'s join ready
+(awaiting, a slice per loop turn), then asks `decide()` which server to join now (None: none),
+joins it (a passworded one as authenticated) and returns it, or None."""
+
+
 class Session:
-    def __init__(self, conn: Connection, world: World, hub: Hub, access: Access, callbacks: Callbacks,
-                 metrics: Metrics, address: Optional[str] = None):
-        self.conn = conn
+    def __init__(self, conn: Socket, world: World, send: Send, join: Join, access: Access,
+                 callbacks: Callbacks, metrics: Metrics, address: Optional[str] = None):
+        self.conn = conn  # its id and whether it is open; written to only through `send` and `join`
         self.world = world
-        self.hub = hub
+        self.send = send
+        self.join = join
         self.access = access
         self.callbacks = callbacks
         self.metrics = metrics
@@ -62,17 +84,16 @@ class Session:
         self._refused = Tally(LOG_WINDOW)
         self.bad_frames = 0  # frames answered with an error, over the socket's life
         self.joined = False  # joined a server at least once
-        self.flooded = False  # closed for sending too fast: nothing more it sends is worth reading
+        self.flooded = False  # sent too fast: to be closed (1008), nothing more it sends is worth reading
 
     async def receive(self, msg: WSMessage) -> bool:
-        """Handle one frame from the client; False when the socket is done (a transport error, a flood)."""
+        """Handle one frame from the client; False when the socket is done (a transport error, a flood:
+        then `flooded`, and the endpoint closes it)."""
         conn = self.conn
-        self.hub.seen(conn)
         limits = self.world.config.limits
         if self._frames.take(self.loop.time(), limits.frames_per_second, limits.frames_burst):
             log.warning("socket.flooded", conn=conn.id, peer=self.address, limit=limits.frames_per_second)
-            self.hub.error(conn, protocol.TOO_FAST)
-            self.hub.drop(conn, CLOSE_POLICY, b"too many messages")
+            self.error(protocol.TOO_FAST)
             self.flooded = True
             return False
         if msg.type == WSMsgType.TEXT:
@@ -85,7 +106,7 @@ class Session:
                 return True
             await self.handle_text(text)
         elif msg.type == WSMsgType.PING:
-            self.hub.pong(conn, msg.data)
+            self.send(Outgoing.pong(msg.data))
         elif msg.type == WSMsgType.ERROR:
             log.info("socket.error", conn=conn.id, error=str(msg.data))
             return False
@@ -109,10 +130,13 @@ class Session:
         count = self._bad.note(self.loop.time())
         if count:
             log.info("socket.bad_frame", conn=self.conn.id, reason=reason, count=count)
-        self.hub.error(self.conn, reason)
+        self.error(reason)
+
+    def error(self, message: str) -> None:
+        self.send(Outgoing.of(protocol.error(message)))
 
     async def connect(self, request: Connect) -> None:
-        conn, world = self.conn, self.world
+        world = self.world
         await self.callbacks.before_join(request.server)  # the host program's hook may refresh the world first
         await world.current()  # a cluster node catching up answers with the current state, not a stale one
         state = world.resolve(request.server)
@@ -129,25 +153,31 @@ class Session:
                 return
             if self.callbacks.has("on_get_client_id"):
                 await self.callbacks.ask_client_id(state)
-            await self.hub.joins.ready(state, request.server)  # a big server's join, a slice per loop turn
-            # The checks may have awaited: the id may name another server now, or its rules changed.
+            joined = await self.join(state, request.server, lambda: self._still(request.server, checked))
+            if joined is not None:
+                self.joined = True
+                via = "auth" if joined.info.passworded else "public"
+                log.info("socket.joined", conn=self.conn.id, server=joined.info.id, users=len(joined.users), via=via)
+                self.metrics.joined(joined.info.id, via)
+                return
+            if not self.conn.open:
+                return
             current = world.resolve(request.server)
             if current is None:
                 self._refuse(request, "unknown_server", protocol.UNKNOWN_SERVER)
                 return
-            if current.snowflake == checked.snowflake and current.info.gate == checked.gate:
-                break
             state = current
-        else:
-            self._refuse(request, "config_changing", protocol.AUTH_REQUIRED)
-            return
-        if not conn.open:
-            return
-        self.hub.join(conn, current, request.server, authenticated=current.info.passworded)
-        self.joined = True
-        via = "auth" if current.info.passworded else "public"
-        log.info("socket.joined", conn=conn.id, server=current.info.id, users=len(current.users), via=via)
-        self.metrics.joined(current.info.id, via)
+        self._refuse(request, "config_changing", protocol.AUTH_REQUIRED)
+
+    def _still(self, request_server: str, checked: Server) -> Optional[ServerState]:
+        """The server to join now, if the id still names the one checked under the same rules: the checks
+        and the join's preparation awaited, and a reload may have moved the id or changed who gets in."""
+        if not self.conn.open:
+            return None
+        current = self.world.resolve(request_server)
+        if current is not None and current.snowflake == checked.snowflake and current.info.gate == checked.gate:
+            return current
+        return None
 
     def _refuse(self, request: Connect, reason: str, message: str) -> None:
         count = self._refused.note(self.loop.time())
@@ -155,4 +185,4 @@ class Session:
             log.info("socket.refused", conn=self.conn.id, server=request.server[:LOGGED_CHARS], reason=reason,
                      count=count)
         self.metrics.refused(reason)
-        self.hub.error(self.conn, message)
+        self.error(message)

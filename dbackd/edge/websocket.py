@@ -13,7 +13,7 @@ for (peers.py); one that has not joined a server within `limits.join_timeout` is
 from __future__ import annotations
 
 import asyncio
-from typing import Optional
+from typing import Callable, Optional
 
 import structlog
 from aiohttp import web
@@ -24,10 +24,10 @@ from dbackd.sources.callbacks import Callbacks
 from dbackd.fanout.hub import Connection, Hub
 from dbackd.ops.metrics import Metrics
 from dbackd.edge.peers import Peers, client_address
-from dbackd.edge.session import CLOSE_POLICY, Session
+from dbackd.edge.session import CLOSE_POLICY, Join, Send, Session
 from dbackd.fanout.wire import Wire
 from dbackd.core.rates import Tallies
-from dbackd.core.world import World
+from dbackd.core.world import ServerState, World
 
 log = structlog.get_logger("dbackd.web")
 
@@ -88,13 +88,15 @@ class SocketEndpoint:
             if transport is None:
                 return ws
             conn = Connection(Wire(ws, transport), address)
-            session = Session(conn, self.world, self.hub, self.access, self.callbacks, self.metrics, address)
+            session = Session(conn, self.world, self._sender(conn), self._joiner(conn), self.access, self.callbacks,
+                              self.metrics, address)
             log.info("socket.opened", conn=conn.id, peer=conn.peer, path=request.path)
             if limits.join_timeout:
                 overdue = loop.call_later(limits.join_timeout, self._join_overdue, session)
             await self.callbacks.before_server_list()
             self.hub.add(conn)
             async for msg in ws:
+                self.hub.seen(conn)
                 try:
                     more = await session.receive(msg)
                 except Exception:  # a frame that breaks the session must not leave the socket half served
@@ -103,6 +105,7 @@ class SocketEndpoint:
                     break
                 if not more:
                     if session.flooded:
+                        self.hub.drop(conn, CLOSE_POLICY, b"too many messages")
                         stop_reading(transport)
                     break
                 if overdue is not None and session.joined:
@@ -127,6 +130,23 @@ class SocketEndpoint:
         count = self._refusals.note((address, reason), asyncio.get_running_loop().time())
         if count:  # once a minute per address, with how many there were
             log.info("socket.refused_address", peer=address, reason=reason, count=count)
+
+    def _sender(self, conn: Connection) -> Send:
+        return lambda message: self.hub.send(conn, message)
+
+    def _joiner(self, conn: Connection) -> Join:
+        hub = self.hub
+
+        async def join(state: ServerState, request_server: str,
+                       decide: Callable[[], Optional[ServerState]]) -> Optional[ServerState]:
+            await hub.joins.ready(state, request_server)  # a big server's join, a slice per loop turn
+            target = decide()
+            if target is None or not conn.open:
+                return None
+            hub.join(conn, target, request_server, authenticated=target.info.passworded)
+            return target
+
+        return join
 
     def _join_overdue(self, session: Session) -> None:
         if session.joined or not session.conn.open:

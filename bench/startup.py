@@ -152,9 +152,11 @@ def time_one(argv: list[str], port: int, path: Optional[str] = None) -> tuple[fl
             proc.wait()
 
 
-def time_import(python: str, module: Optional[str]) -> float:
+def time_import(python: str, module: Optional[str], path: Optional[str] = None) -> float:
     env = dict(os.environ)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
+    if path:
+        env["PYTHONPATH"] = path
     start = time.perf_counter()
     subprocess.run([python, "-c", f"import {module}" if module else "pass"], check=True, env=env,
                    cwd=tempfile.gettempdir())
@@ -208,6 +210,8 @@ def main() -> None:
     imports: dict[str, list[float]] = {"python -c pass": [], "import dbackd.cli": []}
     if dback_python:
         imports["import d_back.server"] = []
+    if args.other:
+        imports["import dbackd.cli (other)"] = []
     for name, (argv, path) in runs.items():  # untimed: writes the bytecode caches, warms the file cache
         port = free_port()
         time_one(argv(port), port, path)
@@ -219,6 +223,8 @@ def main() -> None:
             results[name][1].append(listed)
         imports["python -c pass"].append(time_import(sys.executable, None))
         imports["import dbackd.cli"].append(time_import(sys.executable, "dbackd.cli"))
+        if args.other:
+            imports["import dbackd.cli (other)"].append(time_import(sys.executable, "dbackd.cli", args.other))
         if dback_python:
             imports["import d_back.server"].append(time_import(dback_python, "d_back.server"))
     print(f"\n{args.runs} runs each; median (min-max), from process start\n")
@@ -227,7 +233,7 @@ def main() -> None:
         print(f"{name:16} {ms(accepting):28} {ms(listed)}")
     print()
     for name, values in imports.items():
-        print(f"{name:22} {ms(values)}  (a whole interpreter: start, import, exit)")
+        print(f"{name:30} {ms(values)}  (a whole interpreter: start, import, exit)")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import os
 
+import aiohttp
 import pytest
 
 from dbackd.config import load_text
@@ -174,3 +175,37 @@ async def test_a_404_is_small_and_quotes_nothing(start_daemon, site):
     assert len(data) < 500 and b"AAAA" not in data
     status, data = await raw_get(d.port, "/" + "A" * 9000)  # past the line limit: refused before any lookup
     assert status == 400 and len(data) < 500 and b"AAAA" not in data
+
+
+async def test_healthz_tells_the_public_only_that_it_answers(start_daemon):
+    d = await start_daemon(text="""
+servers: [{snowflake: "1", id: a, name: A}]
+listen: {trusted_proxies: [127.0.0.3], operators: [127.0.0.1/32, 10.0.0.0/8]}
+""")
+
+    async def health(local: str, forwarded: str = "") -> dict:
+        connector = aiohttp.TCPConnector(local_addr=(local, 0))
+        async with aiohttp.ClientSession(connector=connector) as http:
+            headers = {"X-Forwarded-For": forwarded} if forwarded else {}
+            async with http.get(f"http://127.0.0.1:{d.port}/healthz", headers=headers) as r:
+                assert r.status == 200
+                return await r.json()
+
+    public = {"status": "ok"}
+    assert await health("127.0.0.2") == public
+    assert await health("127.0.0.3", "203.0.113.9") == public  # the public through the proxy
+    assert await health("127.0.0.3") == public  # a proxy's host that is not the operators'
+    for inside in (await health("127.0.0.1"), await health("127.0.0.3", "10.1.2.3")):
+        assert inside["config"] == "test.yaml" and "tasks" in inside and "reload" in inside
+
+
+async def test_healthz_in_full_on_the_proxys_host_when_the_proxy_forwards_nobody(start_daemon):
+    d = await start_daemon(text="""
+servers: [{snowflake: "1", id: a, name: A}]
+listen: {trusted_proxies: [127.0.0.1]}
+""")
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"http://127.0.0.1:{d.port}/healthz") as r:  # curl on the host
+            assert "config" in await r.json()
+        async with http.get(f"http://127.0.0.1:{d.port}/healthz", headers={"X-Forwarded-For": "203.0.113.9"}) as r:
+            assert await r.json() == {"status": "ok"}  # the public, through the proxy

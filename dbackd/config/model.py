@@ -234,9 +234,10 @@ class Listen:
         """True when `peer` (an address as text) is one of the trusted proxies."""
         return _within(peer, self.trusted_proxies)
 
-    def operator(self, peer: Optional[str]) -> bool:
-        """True when `peer` is on the operator's side (`operators`), and not a trusted proxy."""
-        return _within(peer, self.operators) and not self.trusts(peer)
+    def operator(self, peer: Optional[str], proxies: bool = False) -> bool:
+        """True when `peer` is on the operator's side (`operators`), and not a trusted proxy
+        (which carries the public) unless `proxies`."""
+        return _within(peer, self.operators) and (proxies or not self.trusts(peer))
 
 
 def _within(peer: Optional[str], networks: tuple) -> bool:

@@ -19,6 +19,7 @@ from aiohttp import WSCloseCode, web
 
 from dbackd.config import Mount
 from dbackd.edge import static
+from dbackd.edge.peers import client_address
 from dbackd.sources.api import HttpApi
 from dbackd.sources.callbacks import Callbacks
 from dbackd.fanout.hub import Hub
@@ -46,6 +47,7 @@ def builtin_headers(mount: Mount) -> dict[str, str]:
     }
 
 
+PUBLIC_HEALTH = {"status": "ok"}  # /healthz for anyone not in `listen.operators`
 MAX_LINE_BYTES = 8190  # a request line or one header line; aiohttp's default, said here
 LOG_WINDOW = 60.0  # seconds between two log lines about malformed requests
 
@@ -80,6 +82,16 @@ class Site:
                                    max_line_size=MAX_LINE_BYTES, max_field_size=MAX_LINE_BYTES, access_log=None)
 
     async def healthz(self, request: web.Request) -> web.Response:
+        """The full report for `listen.operators`; the public is told only that the daemon answers
+        (the report names the config file, the files it follows and the daemon's innards)."""
+        listen = self.world.config.listen
+        forwarded = request.headers.get("X-Forwarded-For")
+        address = client_address(listen, request.remote, forwarded)
+        # A trusted proxy forwards the public with X-Forwarded-For (the documented nginx and Caddy
+        # set it); a request from its host without one is the operator's own, e.g. curl on the host.
+        own = not forwarded and listen.trusts(request.remote) and listen.operator(request.remote, proxies=True)
+        if not (own or listen.operator(address)):
+            return web.json_response(PUBLIC_HEALTH)
         return web.json_response(self.health())
 
     async def metrics_page(self, request: web.Request) -> web.StreamResponse:

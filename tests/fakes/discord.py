@@ -579,6 +579,7 @@ class FakeDiscord:
         identify_window: float = 0.0,
         chunk_delay: float = 0.0,
         member_request_interval: float = 30.0,
+        interaction_deadline: float = 3.0,
     ):
         enabled = set(intents_enabled)
         unknown = enabled - set(PRIVILEGED_INTENTS)
@@ -630,6 +631,12 @@ class FakeDiscord:
         self.counts: collections.Counter = collections.Counter()
         self._signal = _Signal()
 
+        # Application commands by guild id, as registered over REST (name -> command object).
+        self.commands: Dict[str, Dict[str, dict]] = {}
+        self.interaction_deadline = interaction_deadline
+        self._interactions: "collections.OrderedDict[str, dict]" = collections.OrderedDict()  # id -> open interaction
+        self.interaction_replies: Deque[dict] = collections.deque(maxlen=record_limit)  # callbacks taken
+
         self._accepting = asyncio.Event()
         self._accepting.set()
         self._runner: Optional[web.AppRunner] = None
@@ -655,6 +662,11 @@ class FakeDiscord:
         app.router.add_get(base + "/guilds/{guild_id}/channels", self._get_channels)
         app.router.add_get(base + "/guilds/{guild_id}/members", self._get_members)
         app.router.add_get(base + "/guilds/{guild_id}/members/{user_id}", self._get_member)
+        commands = base + "/applications/{application_id}/guilds/{guild_id}/commands"
+        app.router.add_get(commands, self._get_commands)
+        app.router.add_put(commands, self._put_commands)
+        app.router.add_post(commands, self._post_command)
+        app.router.add_post(base + "/interactions/{interaction_id}/{token}/callback", self._interaction_callback)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -1580,6 +1592,126 @@ class FakeDiscord:
             "interactions_endpoint_url": None, "redirect_uris": [], "rpc_origins": [], "tags": [],
             "approximate_guild_count": len(self.guilds), "integration_types_config": {},
         })
+
+    # -- application commands and interactions ------------------------------------------------
+    # https://discord.com/developers/docs/interactions/application-commands and
+    # https://discord.com/developers/docs/interactions/receiving-and-responding
+
+    def interaction_create(self, guild_id: Any, user_id: Any, name: str, *, channel_id: Any = None) -> dict:
+        """A member runs the guild command `name`: INTERACTION_CREATE (type 2, APPLICATION_COMMAND) to
+        every session in the guild. Discord sends it to the gateway whatever the intents ("Interactions
+        are not tied to any intent"). Returns the interaction (its id and token answer it)."""
+        guild = self.guild(guild_id)
+        command = self.commands.get(guild.id, {}).get(name)
+        if command is None:
+            raise KeyError(f"no command {name!r} registered in guild {guild.id}")
+        who = guild.members[_sid(user_id)]
+        cid = _sid(channel_id) if channel_id is not None else next(iter(guild.channels), self.snowflake())
+        interaction = {
+            "id": self.snowflake(), "application_id": self.application_id, "type": 2,
+            "data": {"id": command["id"], "name": name, "type": 1, "guild_id": guild.id},
+            "guild_id": guild.id, "guild": {"id": guild.id, "locale": "en-US", "features": list(guild.features)},
+            "channel_id": cid, "channel": {"id": cid, "type": 0, "guild_id": guild.id},
+            "member": {**who.payload(), "permissions": "0"}, "token": uuid.uuid4().hex + uuid.uuid4().hex,
+            "version": 1, "app_permissions": "0", "locale": "en-US", "guild_locale": "en-US",
+            "entitlements": [], "authorizing_integration_owners": {"0": guild.id}, "context": 0,
+            "attachment_size_limit": 10_485_760,
+        }
+        # "Interaction tokens are valid for 15 minutes", but the first response must come within
+        # 3 seconds or the token is invalidated for it.
+        loop = asyncio.get_running_loop()
+        self._interactions[interaction["id"]] = {"token": interaction["token"], "answered": False,
+                                                 "deadline": loop.time() + self.interaction_deadline}
+        while len(self._interactions) > 1000:
+            self._interactions.popitem(last=False)
+        self._broadcast(guild.id, "INTERACTION_CREATE", interaction)
+        return interaction
+
+    def _command_guild(self, request: web.Request) -> FakeGuild:
+        self._authorised(request)
+        if request.match_info["application_id"] != self.application_id:
+            raise _RestError(403, {"message": "Missing Access", "code": 50001})
+        guild = self.guilds.get(request.match_info["guild_id"])
+        if guild is None or self.bot.id not in guild.members:
+            raise _RestError(403, {"message": "Missing Access", "code": 50001})
+        return guild
+
+    def _command(self, guild: FakeGuild, body: Any, old: Optional[dict]) -> dict:
+        """One command object as Discord stores it; `_RestError` 400 (code 50035) for what it refuses."""
+        if not isinstance(body, dict):
+            raise _RestError(400, {"message": "Invalid Form Body", "code": 50035})
+        name, description, kind = body.get("name"), body.get("description", ""), body.get("type", 1)
+        # "CHAT_INPUT command names ... must match ^[-_'\p{L}\p{N}\p{sc=Deva}\p{sc=Thai}]{1,32}$"
+        # and be lowercase; a CHAT_INPUT command's description is 1-100 characters.
+        if not (isinstance(name, str) and 1 <= len(name) <= 32 and name == name.lower()
+                and all(c.isalnum() or c in "-_'" for c in name)):
+            raise _RestError(400, {"message": "Invalid Form Body", "code": 50035,
+                                   "errors": {"name": {"_errors": [{"code": "APPLICATION_COMMAND_INVALID_NAME"}]}}})
+        if kind == 1 and not (isinstance(description, str) and 1 <= len(description) <= 100):
+            raise _RestError(400, {"message": "Invalid Form Body", "code": 50035,
+                                   "errors": {"description": {"_errors": [{"code": "BASE_TYPE_BAD_LENGTH"}]}}})
+        return {"id": old["id"] if old else self.snowflake(), "application_id": self.application_id,
+                "guild_id": guild.id, "type": kind, "name": name, "name_localizations": None,
+                "description": description, "description_localizations": None,
+                "options": body.get("options", []), "default_member_permissions": body.get("default_member_permissions"),
+                "nsfw": bool(body.get("nsfw", False)), "version": self.snowflake()}
+
+    async def _get_commands(self, request: web.Request) -> web.Response:
+        guild = self._command_guild(request)
+        return _json(list(self.commands.get(guild.id, {}).values()))
+
+    async def _put_commands(self, request: web.Request) -> web.Response:
+        """Bulk Overwrite Guild Application Commands: "Takes a list of application commands, overwriting
+        the existing command list for this application for the targeted guild"; at most 100."""
+        guild = self._command_guild(request)
+        body = await request.json()
+        if not isinstance(body, list) or len(body) > 100:
+            raise _RestError(400, {"message": "Invalid Form Body", "code": 50035})
+        old = self.commands.get(guild.id, {})
+        new: Dict[str, dict] = {}
+        for item in body:
+            command = self._command(guild, item, old.get(item.get("name")) if isinstance(item, dict) else None)
+            new[command["name"]] = command
+        self.commands[guild.id] = new
+        self._count("commands_registered")
+        return _json(list(new.values()))
+
+    async def _post_command(self, request: web.Request) -> web.Response:
+        """Create Guild Application Command: "Creating a command with the same name as an existing
+        command for your application will overwrite the old command"; 201 when new, 200 when not."""
+        guild = self._command_guild(request)
+        body = await request.json()
+        existing = self.commands.setdefault(guild.id, {})
+        old = existing.get(body.get("name")) if isinstance(body, dict) else None
+        command = self._command(guild, body, old)
+        existing[command["name"]] = command
+        self._count("commands_registered")
+        return _json(command, status=200 if old else 201)
+
+    async def _interaction_callback(self, request: web.Request) -> web.Response:
+        """Create Interaction Response: no bot token (the interaction's token is the credential); one
+        response per interaction, within 3 s; with `?with_response=true` the body is an interaction
+        callback response, else 204."""
+        open_ = self._interactions.get(request.match_info["interaction_id"])
+        if open_ is None or open_["token"] != request.match_info["token"] \
+                or asyncio.get_running_loop().time() > open_["deadline"]:
+            raise _RestError(404, {"message": "Unknown interaction", "code": 10062})
+        if open_["answered"]:
+            raise _RestError(400, {"message": "Interaction has already been acknowledged.", "code": 40060})
+        body = await request.json()
+        if not isinstance(body, dict) or body.get("type") not in (1, 4, 5, 6, 7, 8, 9, 12):
+            raise _RestError(400, {"message": "Invalid Form Body", "code": 50035})
+        open_["answered"] = True
+        self.interaction_replies.append({"id": request.match_info["interaction_id"], "type": body["type"],
+                                         "data": body.get("data") or {}})
+        self._count("interaction_replies")
+        if request.query.get("with_response", "").lower() not in ("1", "true"):
+            return web.Response(status=204)
+        flags = int((body.get("data") or {}).get("flags") or 0)
+        return _json({"interaction": {"id": request.match_info["interaction_id"], "type": 2,
+                                      "response_message_id": self.snowflake(),
+                                      "response_message_loading": body["type"] == 5,
+                                      "response_message_ephemeral": bool(flags & 64)}})
 
     def _guild_or_404(self, request: web.Request) -> FakeGuild:
         self._authorised(request)

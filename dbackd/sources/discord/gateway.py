@@ -19,6 +19,7 @@ import structlog
 
 from dbackd.sources.discord import chunks, records as r
 from dbackd.sources.discord.chunks import Chunker
+from dbackd.sources.discord.command import SlashCommands
 from dbackd.sources.discord.endpoints import GatewayLookupFailed, bot_gateway, point_at
 from dbackd.sources.discord.mapping import color_of, status_of
 
@@ -77,9 +78,11 @@ def _client_class(identify_delay: float, chunk_interval: float, chunk_stall: flo
         `/gateway/bot` recommends (one shard a 2,500 guilds; past that Discord closes with 4011).
         It chunks guilds itself (chunks.py), never through discord.py, which gives up silently."""
 
-        def __init__(self, post: Post, max_concurrency: int = 1, **options: Any):
+        def __init__(self, post: Post, slash: SlashCommands, max_concurrency: int = 1, **options: Any):
             super().__init__(**options)
             self.post = post
+            self.slash = slash
+            slash.attach(self)
             self.max_concurrency = max(1, max_concurrency)
             self._identify_locks: dict[int, asyncio.Lock] = {}
             self._identify_next: dict[int, float] = {}  # by bucket: when it may IDENTIFY again
@@ -202,6 +205,7 @@ def _client_class(identify_delay: float, chunk_interval: float, chunk_stall: flo
 
         async def on_ready(self) -> None:
             self.post(r.Connected(tuple(str(g.id) for g in self.guilds), resumed=False))
+            await self.slash.sync()
 
         async def on_resumed(self) -> None:
             self.post(r.Connected(tuple(str(g.id) for g in self.guilds), resumed=True))
@@ -214,6 +218,7 @@ def _client_class(identify_delay: float, chunk_interval: float, chunk_stall: flo
 
         async def on_guild_join(self, guild: Any) -> None:
             self._load(guild)
+            await self.slash.sync()
 
         async def on_guild_unavailable(self, guild: Any) -> None:
             self.post(r.GuildUnavailable(str(guild.id)))
@@ -284,8 +289,9 @@ class Gateway:
     def __init__(self, token: str, api_base: str, timeout: float, wants: Wants, post: Post, *,
                  identify_delay: float = IDENTIFY_DELAY, guild_ready_timeout: float = GUILD_READY_TIMEOUT,
                  backoff_first: float = BACKOFF_FIRST, chunk_interval: float = chunks.REQUEST_INTERVAL,
-                 chunk_stall: float = chunks.STALL):
+                 chunk_stall: float = chunks.STALL, commands: Optional[dict] = None):
         self.api_base = api_base
+        self.slash = SlashCommands(commands, post)
         self.timeout = timeout
         self.wants = wants
         self._token = token
@@ -337,7 +343,7 @@ class Gateway:
             except asyncio.TimeoutError:
                 return "retry"
         point_at(self.api_base, url)
-        client = _client_class(self._identify_delay, *self._chunking)(self._post, max_concurrency, intents=self.wants.intents(),
+        client = _client_class(self._identify_delay, *self._chunking)(self._post, self.slash, max_concurrency, intents=self.wants.intents(),
                                                                       chunk_guilds_at_startup=False, max_messages=None,
                                                                       guild_ready_timeout=self._guild_ready_timeout)
         self._client = client

@@ -43,8 +43,10 @@ def next_restart(delay: float, ran_for: float) -> tuple[float, float]:
 
 
 class GatewayProcess:
-    def __init__(self, token: str, api_base: str, timeout: float, wants: Wants, on_record: Callable[[Record], None]):
+    def __init__(self, token: str, api_base: str, timeout: float, wants: Wants, on_record: Callable[[Record], None],
+                 commands: Optional[dict] = None):
         self.api_base = api_base
+        self.commands = commands  # the slash command's words and guilds (command.py), as the worker has them
         self.timeout = timeout
         self.wants = wants
         self._token = token
@@ -70,7 +72,7 @@ class GatewayProcess:
                     # Read now, so a test can make them short for the fake Discord.
                     "identify_delay": gateway.IDENTIFY_DELAY, "guild_ready_timeout": gateway.GUILD_READY_TIMEOUT,
                     "backoff_first": gateway.BACKOFF_FIRST, "chunk_interval": chunks.REQUEST_INTERVAL,
-                    "chunk_stall": chunks.STALL, "log_level": level, "log_format": fmt}
+                    "chunk_stall": chunks.STALL, "log_level": level, "log_format": fmt, "commands": self.commands}
         assert proc.stdin is not None
         proc.stdin.write(json.dumps(settings).encode() + b"\n")
         await proc.stdin.drain()
@@ -108,6 +110,15 @@ class GatewayProcess:
 
     def resync(self) -> None:
         self._command(b"resync")
+
+    def set_commands(self, commands: dict) -> None:
+        """The slash command's words or guilds changed: the worker registers them again (a new worker starts with them)."""
+        if commands != self.commands:
+            self.commands = commands
+            self._command(b"commands " + json.dumps(commands).encode())
+
+    def answer(self, ask: str, text: str) -> None:
+        self._command(b"answer " + json.dumps({"ask": ask, "text": text}, ensure_ascii=False).encode())
 
     def _command(self, line: bytes) -> None:
         proc = self._proc

@@ -113,11 +113,20 @@ class Failed:
     message: str
 
 
-Record = Union[SessionStarting, GuildSnapshot, MembersChanged, MemberLeft, PresenceChanged, GuildRenamed, GuildGone,
+@dataclass(frozen=True)
+class CommandAsked:
+    """A member used the slash command; the daemon answers `ask` with the reply's text."""
+
+    ask: str
+    guild: str
+    user: str
+
+
+Record = Union[CommandAsked, SessionStarting, GuildSnapshot, MembersChanged, MemberLeft, PresenceChanged, GuildRenamed, GuildGone,
                GuildUnavailable, MessageRec, Connected, Disconnected, Failed]
 
 
-_KINDS: dict[str, type] = {cls.__name__: cls for cls in (SessionStarting, GuildSnapshot, MembersChanged, MemberLeft,
+_KINDS: dict[str, type] = {cls.__name__: cls for cls in (CommandAsked, SessionStarting, GuildSnapshot, MembersChanged, MemberLeft,
                                                          PresenceChanged, GuildRenamed, GuildGone, GuildUnavailable,
                                                          MessageRec, Connected, Disconnected, Failed)}
 _MEMBERS = {"GuildSnapshot", "MembersChanged"}

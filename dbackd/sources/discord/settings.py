@@ -21,7 +21,7 @@ KEY = "discord"  # the top-level key, the `source:` of its servers, the source's
 
 # The per-server keys of a `source: discord` server (a server's own replace the `discord` block's).
 DISCORD_OPTIONS = ("messages", "message_max_length", "listen_channels", "ignore_channels", "ignore_users",
-                   "include_roles", "exclude_roles", "include_bots", "hide_offline", "max_actors")
+                   "include_roles", "exclude_roles", "include_bots", "hide_offline", "max_actors", "slash_command")
 
 # Privileged intents, as the Developer Portal names them (Bot → Privileged Gateway Intents).
 MEMBERS_INTENT, PRESENCE_INTENT, CONTENT_INTENT = "Server Members Intent", "Presence Intent", "Message Content Intent"
@@ -41,6 +41,21 @@ class DiscordOptions:
     include_bots: bool = False
     hide_offline: bool = False
     max_actors: Optional[int] = 2000  # what a browser can draw (the schema's description says why)
+    slash_command: bool = False  # the bot answers `command` in this guild
+
+
+@dataclass(frozen=True)
+class SlashCommand:
+    """The slash command's words (`discord.command`)."""
+
+    name: str = "dzone"
+    description: str = "Find this server's world"
+    reply: str = "**{name}** lives at {url}: {shown} members shown, {online} online.{login}"
+    private: str = " It is private: open the link and log in with Discord (the page asks)."
+
+    def answer(self, name: str, url: str, shown: int, online: int, private: bool) -> str:
+        text = self.reply.format(name=name, url=url, shown=shown, online=online, login=self.private if private else "")
+        return text[:2000]  # Discord's limit on a message's content
 
 
 @dataclass(frozen=True)
@@ -52,6 +67,8 @@ class Discord:
     auto_servers: bool = False
     timeout: float = 10.0
     defaults: DiscordOptions = DiscordOptions()
+    public_url: Optional[str] = None  # where people open the page, without a trailing slash
+    command: SlashCommand = SlashCommand()
 
 
 def settings_of(config: Config) -> Optional[Discord]:
@@ -82,8 +99,12 @@ class _Section:
     server_keys = DISCORD_OPTIONS
 
     def settings(self, block: Mapping[str, Any]) -> Discord:
+        words = block.get("command") or {}
         return Discord(bot_token=block["bot_token"], api_base=block["api_base"].rstrip("/"),
-                       auto_servers=block["auto_servers"], timeout=seconds(block["timeout"]), defaults=_options(block))
+                       auto_servers=block["auto_servers"], timeout=seconds(block["timeout"]), defaults=_options(block),
+                       public_url=block["public_url"].rstrip("/") if block.get("public_url") else None,
+                       command=SlashCommand(**{k: words[k] for k in ("name", "description", "reply", "private")
+                                               if k in words}))
 
     def options(self, server: Mapping[str, Any], settings: Optional[Discord]) -> DiscordOptions:
         return _options(server, settings.defaults if settings else None)
@@ -98,6 +119,8 @@ class _Section:
             if isinstance(api_base, str) and api_base.startswith("http://") and not is_loopback(api_base):
                 notes.append("discord: `api_base` is not https, so the bot token would cross the network in clear")
         auto = bool(block and block.get("auto_servers") is True)
+        if block is not None:
+            self._check_command(source, block, servers, problems)
         content: list[str] = []
         for i, s in enumerate(servers):
             if s.get("source") != KEY:
@@ -118,6 +141,27 @@ class _Section:
             why = f" ({CONTENT_INTENT} for messages: content in {', '.join(content)})" if content else ""
             notes.append(f"discord: enable {', '.join(needed)} for the bot in the Developer Portal "
                          f"(Bot → Privileged Gateway Intents){why}")
+
+    @staticmethod
+    def _check_command(source: Source, block: dict, servers: list[dict], problems: list[Problem]) -> None:
+        """The slash command's reply fills in, and every server that answers it has a page to link to."""
+        words = block.get("command") if isinstance(block.get("command"), dict) else {}
+        reply = words.get("reply")
+        if isinstance(reply, str):
+            try:
+                reply.format(name="", url="", shown=0, online=0, login="")
+            except (KeyError, IndexError, ValueError) as exc:
+                problems.append(source.problem((KEY, "command", "reply"), "only {name}, {url}, {shown}, {online} and "
+                                               f"{{login}} are filled in (write {{{{ and }}}} for braces): {exc}"))
+        if block.get("public_url"):
+            return
+        if block.get("slash_command") is True:
+            problems.append(source.problem((KEY, "slash_command"), "the slash command links to the page: give "
+                                           "`discord.public_url`"))
+        for i, s in enumerate(servers):
+            if s.get("source") == KEY and s.get("slash_command") is True:
+                problems.append(source.problem(("servers", i, "slash_command"), "the slash command links to the "
+                                               "page: give `discord.public_url`"))
 
     def summary(self, settings: Discord) -> list[str]:
         return [f"discord  bot at {settings.api_base}"

@@ -20,6 +20,7 @@ import threading
 from collections import deque
 from datetime import datetime, timezone
 from typing import Any, Iterator, Optional
+from urllib.parse import quote
 
 import structlog
 
@@ -102,6 +103,15 @@ def wants_of(config: Config) -> Wants:
     return Wants(messages=True, content=any(o.messages == "content" for o in servers))
 
 
+def commands_of(config: Config) -> dict:
+    """The slash command for the worker: its words, and the guilds of the servers that answer it."""
+    settings = settings_of(config)
+    words = settings.command if settings is not None else None
+    guilds = sorted(s.snowflake for s in config.servers if (options_of(s) or DiscordOptions()).slash_command)
+    return {"name": words.name if words else "", "description": words.description if words else "",
+            "guilds": guilds if settings is not None and settings.public_url else []}
+
+
 def short_id(name: str, taken: set[str]) -> str:
     base = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:32] or "guild"
     candidate, n = base, 1
@@ -169,7 +179,7 @@ class DiscordSource:
         settings = settings_of(config)
         assert settings is not None and self._inbox is not None
         self._gateway = GatewayProcess(settings.bot_token, settings.api_base, settings.timeout, wants_of(config),
-                                       self._inbox.post)
+                                       self._inbox.post, commands_of(config))
         self._set_state("connecting", None)
         await self._gateway.start()
         log.info("discord.connecting", api_base=settings.api_base)
@@ -227,6 +237,8 @@ class DiscordSource:
                 await self._disconnect()
             self.guilds.clear()
             await self._connect(config)
+        if self._gateway is not None:
+            self._gateway.set_commands(commands_of(config))
         servers = {s.snowflake: s for s in config.servers if options_of(s) is not None}
         for snowflake in [sf for sf in self.views if sf not in servers]:
             del self.views[snowflake]  # the world removed the server with its users
@@ -265,6 +277,9 @@ class DiscordSource:
                 await self._member(record.guild, record.uid, None)
         elif isinstance(record, r.MessageRec):
             self._message(record)
+        elif isinstance(record, r.CommandAsked):
+            if self._gateway is not None:
+                self._gateway.answer(record.ask, self._reply(record.guild))
         elif isinstance(record, r.GuildSnapshot):
             await self._snapshot(record)
         elif isinstance(record, r.GuildRenamed):
@@ -394,6 +409,19 @@ class DiscordSource:
         state = self.world.servers.get(record.guild)
         if text is not None and state is not None and record.author in state.users:
             self.world.apply(MessageSent(record.guild, record.author, text, record.channel))
+
+    def _reply(self, snowflake: str) -> str:
+        """The slash command's answer in a guild: the server's page, who is shown and online, how to log in."""
+        settings = settings_of(self.world.config)
+        server = next((s for s in self.world.config.servers if s.snowflake == snowflake), None)
+        options = options_of(server) if server is not None else None
+        state = self.world.servers.get(snowflake)
+        if settings is None or not settings.public_url or options is None or not options.slash_command \
+                or state is None:
+            return "This server's world is not shown here."
+        url = f"{settings.public_url}/?s={quote(server.id, safe='')}"
+        online = sum(1 for u in state.users.values() if u.status != "offline")
+        return settings.command.answer(state.info.name or server.id, url, len(state.users), online, server.passworded)
 
     async def _apply(self, snowflake: str, changes: list[Change]) -> None:
         """The view's changes as world events, against what the world has now, in slices."""

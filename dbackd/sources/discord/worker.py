@@ -3,7 +3,8 @@
 Reads its settings as one JSON line on stdin (the bot token included: never on the
 command line, never in the environment), runs one gateway connection (gateway.py), and
 writes each record as a line of JSON on stdout. Later lines on stdin are commands:
-`resync` (send every guild again, whole) and `stop`; the end of stdin also stops it. Its
+`resync` (send every guild again, whole), `answer {...}` (the reply to a slash command's use),
+`commands {...}` (the slash command's words and guilds changed) and `stop`; the end of stdin also stops it. Its
 own log lines go to stderr, as the daemon's do. It touches nothing but its pipes.
 """
 from __future__ import annotations
@@ -39,14 +40,20 @@ async def main() -> int:
                       Wants(settings["messages"], settings["content"]), post,
                       identify_delay=settings["identify_delay"], guild_ready_timeout=settings["guild_ready_timeout"],
                       backoff_first=settings["backoff_first"], chunk_interval=settings["chunk_interval"],
-                      chunk_stall=settings["chunk_stall"])
+                      chunk_stall=settings["chunk_stall"], commands=settings.get("commands"))
     run = asyncio.ensure_future(gateway.run())
 
     async def commands() -> None:
         while True:
             line = (await reader.readline()).strip()
+            word, _, rest = line.partition(b" ")
             if line == b"resync":
                 await gateway.resync()
+            elif word == b"answer":
+                ask = json.loads(rest)
+                gateway.slash.answer(ask["ask"], ask["text"])
+            elif word == b"commands":
+                await gateway.slash.change(json.loads(rest))
             elif line in (b"stop", b""):
                 await gateway.stop()
                 return

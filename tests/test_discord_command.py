@@ -1,0 +1,89 @@
+"""The slash command: registered per guild in the fake Discord over REST, used through an
+INTERACTION_CREATE, answered with the link to the server's page, the counts and the login hint."""
+from __future__ import annotations
+
+import pytest
+
+from dbackd.config import ConfigError
+
+from .fakes.discord import FakeDiscord
+from .test_discord import ALICE, HOME, TOKEN, config, fake, quick_gateway, ready  # noqa: F401
+
+discord = pytest.importorskip("discord", minversion="2.4")
+
+PAGE = "https://dzone.example.com/world"
+TOP = f"""  public_url: {PAGE}/
+  command: {{description: "Where is everyone?"}}"""
+
+
+async def ask(fake: FakeDiscord, name: str = "dzone") -> dict:
+    seen = len(fake.interaction_replies)
+    interaction = fake.interaction_create(HOME, ALICE, name)
+    await fake.wait_until(lambda: len(fake.interaction_replies) > seen, what="the interaction's answer")
+    reply = fake.interaction_replies[-1]
+    assert reply["id"] == interaction["id"]
+    return reply
+
+
+async def test_the_command_is_registered_in_the_guild_and_answers_with_the_servers_page(start_daemon, fake):
+    d = await start_daemon(config(fake, server="    slash_command: true", top=TOP))
+    await ready(d)
+    await fake.wait_until(lambda: "dzone" in fake.commands.get(HOME, {}), what="the command registered")
+    assert fake.commands[HOME]["dzone"]["description"] == "Where is everyone?"
+    assert list(fake.commands) == [HOME]  # only where a server asks for it
+    reply = await ask(fake)
+    assert reply["type"] == 4  # CHANNEL_MESSAGE_WITH_SOURCE
+    assert reply["data"]["flags"] & 64  # EPHEMERAL: only who asked sees it
+    # alice online, bob idle, carol offline; the bot is not shown
+    assert reply["data"]["content"] == f"**Home** lives at {PAGE}/?s=home: 3 members shown, 2 online."
+
+
+async def test_a_private_server_says_how_to_log_in(start_daemon, fake):
+    d = await start_daemon(config(fake, server="    slash_command: true\n    passworded: true\n    password: hunter2",
+                                  top=TOP + '\n  slash_command: false'))
+    await ready(d)
+    await fake.wait_until(lambda: "dzone" in fake.commands.get(HOME, {}), what="the command registered")
+    reply = await ask(fake)
+    assert reply["data"]["content"] == (f"**Home** lives at {PAGE}/?s=home: 3 members shown, 2 online. It is private: "
+                                        "open the link and log in with Discord (the page asks).")
+
+
+async def test_a_reload_registers_rewords_and_removes_the_command_on_the_same_connection(
+        fake, tmp_path, monkeypatch):
+    from dbackd.daemon import Daemon
+
+    monkeypatch.setenv("DISCORD_BOT_TOKEN", TOKEN)
+    path = tmp_path / "dback.yaml"
+    body = (f"discord: {{bot_token: \"${{DISCORD_BOT_TOKEN}}\", api_base: \"{fake.api_base}\", "
+            f"public_url: \"{PAGE}\", command: {{description: \"WORDS\"}}}}\n"
+            f"servers:\n  - {{snowflake: \"{HOME}\", id: home, source: discord, default: true, slash_command: ON}}\n")
+    path.write_text(body.replace("WORDS", "Find us").replace("ON", "false"))
+    d = Daemon(path, host="127.0.0.1", port=0, watch=False)
+    await d.start()
+    try:
+        await ready(d)
+        connections = len(fake.connections)
+        path.write_text(body.replace("WORDS", "Find us").replace("ON", "true"))
+        assert await d.reload()
+        await fake.wait_until(lambda: "dzone" in fake.commands.get(HOME, {}), what="the command registered")
+        assert fake.counts["commands_registered"] == 1  # not before: the server had not opted in
+        path.write_text(body.replace("WORDS", "Who is here?").replace("ON", "true"))
+        assert await d.reload()
+        await fake.wait_until(lambda: fake.commands[HOME]["dzone"]["description"] == "Who is here?",
+                              what="the command reworded")
+        assert (await ask(fake))["data"]["content"].startswith(f"**Home** lives at {PAGE}/?s=home: ")
+        path.write_text(body.replace("WORDS", "Who is here?").replace("ON", "false"))
+        assert await d.reload()
+        await fake.wait_until(lambda: fake.commands[HOME] == {}, what="the command removed")
+        assert len(fake.connections) == connections  # the same gateway connection throughout
+    finally:
+        await d.stop()
+
+
+def test_the_command_needs_the_page_address_and_a_reply_that_fills_in(fake):
+    with pytest.raises(ConfigError) as info:
+        config(fake, server="    slash_command: true")
+    assert "discord.public_url" in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        config(fake, server="    slash_command: true", top=TOP.replace("command: {", "command: {reply: '{who}', "))
+    assert "only {name}, {url}" in str(info.value)

@@ -534,3 +534,21 @@ async def test_protocol_errors_close_with_discords_codes(fake: FakeDiscord):
                                       json.dumps({"op": 2, "d": {"token": TOKEN, "intents": 1}}))
         assert got[0] == {"op": 9, "d": False, "s": None, "t": None} and got[1]["t"] == "READY"
         assert code == 4005  # identified twice on one connection
+
+
+async def test_asking_for_all_members_again_within_30_s_is_rate_limited_without_chunks(make_fake):
+    fake = await make_fake(member_request_interval=30.0)
+    big = fake.add_large_guild(members=1500, roles=2, online_fraction=0.2, seed=3)
+    async with contextlib.AsyncExitStack() as stack:
+        client = await ready_client(stack)
+        guild = client.get_guild(int(big.id))
+        assert guild.chunked  # discord.py's own request at start-up was answered
+        chunks_before = len([f for f in fake.sent if f.t == "GUILD_MEMBERS_CHUNK"])
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(guild.chunk(), 1.0)  # discord.py waits for chunks that never come
+        again = fake.frames(Op.REQUEST_GUILD_MEMBERS)[-1].d
+        limited = (await fake.wait_op(Op.DISPATCH, t="RATE_LIMITED", direction="sent")).d
+        assert limited["opcode"] == 8 and 0 < limited["retry_after"] <= 30.0
+        assert limited["meta"] == {"guild_id": big.id, "nonce": again["nonce"]}
+        assert len([f for f in fake.sent if f.t == "GUILD_MEMBERS_CHUNK"]) == chunks_before
+

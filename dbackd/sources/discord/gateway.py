@@ -5,9 +5,10 @@ discord.py parses every gateway message and builds an object per member; for a
 interpreter lock for tens of milliseconds. So it runs in a process of its own, and what
 happens in the guild leaves it as plain records (records.py) through `post`.
 discord.py does the resuming and reconnecting; this adds what it does not: asking `GET
-/gateway/bot` (endpoints.py), retrying with backoff while Discord is unreachable, and
-stopping for good (a `Failed` record) on a refused token or privileged intents not
-enabled. It never logs the token.
+/gateway/bot` (endpoints.py), identifying as many shards at once as its `max_concurrency`
+allows, asking for each guild's members until one answer is complete (chunks.py), retrying
+with backoff while Discord is unreachable, and stopping for good (a `Failed` record) on a
+refused token or privileged intents not enabled. It never logs the token.
 """
 from __future__ import annotations
 

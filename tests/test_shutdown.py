@@ -149,3 +149,17 @@ async def test_a_fifo_in_place_of_the_config_neither_stops_reloads_nor_shutdown(
         assert "not a regular file (a FIFO)" in failed["errors"][0]
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 10) == 0
+
+
+async def test_a_socket_that_opens_while_the_sockets_are_being_closed_gets_1001_too(start_daemon):
+    d = await start_daemon()
+    async with aiohttp.ClientSession() as http:
+        early = await http.ws_connect(f"http://127.0.0.1:{d.port}/ws")
+        await early.receive(timeout=RECV_TIMEOUT)  # server-list
+        closing = asyncio.ensure_future(d.hub.close_all(1001, "server shutting down"))
+        await asyncio.sleep(0)  # shutdown has begun closing the sockets it knows
+        late = await http.ws_connect(f"http://127.0.0.1:{d.port}/ws")  # its upgrade was under way
+        for ws in (early, late):
+            msg = await ws.receive(timeout=RECV_TIMEOUT)
+            assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1001, msg
+        await closing

@@ -88,6 +88,7 @@ class Hub:
         self._queue: list[tuple[Optional[str], Outgoing]] = []  # (server, or None: everyone)
         self._work: deque[_Batch] = deque()  # staged writes, in order
         self._flush_scheduled = False
+        self._closing: Optional[tuple[int, bytes]] = None  # (code, reason) once close_all has begun
         world.subscribe(self.on_event)
 
     # -- membership ----------------------------------------------------------------
@@ -95,9 +96,14 @@ class Hub:
     # that moment), so each socket gets exactly the events of the time it was a member.
 
     def add(self, conn: Connection) -> None:
-        """A socket opened: it gets the server list first (the client relies on it)."""
+        """A socket opened: it gets the server list first (the client relies on it). Once
+        `close_all` has begun, it is closed at once with the same code instead: a socket whose
+        upgrade was under way when shutdown began would otherwise be cut without one (1006)."""
         self._stage()
         self.connections.add(conn)
+        if self._closing is not None:
+            self.drop(conn, *self._closing)
+            return
         self.send(conn, Outgoing.of(protocol.server_list(self.world.server_list())))
 
     def remove(self, conn: Connection) -> None:
@@ -352,7 +358,9 @@ class Hub:
 
     # -- shutdown ------------------------------------------------------------------
     async def close_all(self, code: int, reason: str, grace: float = CLOSE_GRACE) -> None:
-        """Close every socket with a close frame after what it was due; used on shutdown."""
+        """Close every socket with a close frame after what it was due, and every socket that
+        opens from now on; used on shutdown."""
+        self._closing = (code, reason.encode())
         self.flush()
         conns = list(self.connections)
         for conn in conns:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import random
 import secrets
 import socket
 import time
@@ -42,6 +41,7 @@ from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
 from dbackd.config import ConfigError
+from dbackd.core.backoff import Backoff
 from dbackd.config.model import Cluster
 from dbackd.core.declaration import Declaration
 from dbackd.core.events import ClientIdChanged, ConfigReplaced, Event, PresenceChanged
@@ -201,22 +201,20 @@ class Backplane:
 
     # -- the connection ------------------------------------------------------------
     async def _run(self) -> None:
-        delay = BACKOFF_FIRST
+        backoff = Backoff(BACKOFF_FIRST, BACKOFF_MAX)
         while True:
             try:
                 await self._connect()
                 await self._catch_up(self._wanted())
                 self._set_up()
-                delay = BACKOFF_FIRST
+                backoff.reset()
                 await self._serve()
             except (RedisError, OSError, asyncio.TimeoutError) as exc:
                 self._set_down(type(exc).__name__)
             except Exception as exc:  # a bug, or something in Redis no check foresaw: never the end of sharing
                 log.exception("cluster.failed", node=self.node)
                 self._set_down(f"internal error: {type(exc).__name__}")
-            wait = delay * random.uniform(0.8, 1.2)
-            await asyncio.sleep(wait)
-            delay = min(delay * 2, BACKOFF_MAX)
+            await asyncio.sleep(backoff.next())
 
     async def _connect(self) -> None:
         timeout = self.settings.timeout

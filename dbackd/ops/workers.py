@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import signal
 import socket
 import sys
@@ -23,6 +22,7 @@ from typing import Callable, Optional, Sequence
 
 import structlog
 
+from dbackd.core.backoff import Backoff
 from dbackd.ops.notify import Notifier, monotonic_usec, socket_address
 
 log = structlog.get_logger("dbackd.workers")
@@ -116,20 +116,19 @@ class Supervisor:
         self.notifier.send("READY=1", f"STATUS=serving with {self.count} workers")
 
     async def _watch(self, worker: Worker) -> None:
-        delay = BACKOFF_FIRST
+        backoff = Backoff(BACKOFF_FIRST, BACKOFF_MAX)
         while True:
             assert worker.proc is not None
             code = await worker.proc.wait()
             if self._stopping:
                 return
             worker.restarts += 1
-            log.error("workers.worker_died", worker=worker.index, code=code, restart_in=round(delay, 1))
-            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-            delay = min(delay * 2, BACKOFF_MAX)
+            log.error("workers.worker_died", worker=worker.index, code=code, restart_in=round(backoff.delay, 1))
+            await asyncio.sleep(backoff.next())
             await worker.spawn()
             try:
                 await asyncio.wait_for(worker.ready.wait(), 60)
-                delay = BACKOFF_FIRST
+                backoff.reset()
             except asyncio.TimeoutError:
                 pass
 

@@ -13,11 +13,11 @@ refused token or privileged intents not enabled. It never logs the token.
 from __future__ import annotations
 
 import asyncio
-import random
 from typing import Any, Callable, Optional
 
 import structlog
 
+from dbackd.core.backoff import Backoff
 from dbackd.sources.discord import chunks, records as r
 from dbackd.sources.discord.chunks import Chunker
 from dbackd.sources.discord.command import SlashCommands
@@ -305,7 +305,7 @@ class Gateway:
         self._client: Any = None
 
     async def run(self) -> None:
-        delay = self._backoff_first
+        backoff = Backoff(self._backoff_first, BACKOFF_MAX)
         while not self._stop.is_set():
             outcome = await self._attempt()
             if outcome == "stopped" or self._stop.is_set():
@@ -313,13 +313,12 @@ class Gateway:
             if outcome == "failed":
                 await self._stop.wait()  # nothing changes until the config does (a new worker)
                 return
-            wait = delay * random.uniform(0.8, 1.2)
+            wait = backoff.next()
             log.warning("discord.retrying", after_seconds=round(wait, 1))
             try:
                 await asyncio.wait_for(self._stop.wait(), wait)
             except asyncio.TimeoutError:
                 pass
-            delay = min(delay * 2, BACKOFF_MAX)
 
     async def _attempt(self) -> str:
         """One login and connection; "stopped", "failed" (for good) or "retry"."""

@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
-import random
 import sys
 from typing import Callable, Optional
 
 import structlog
 
 from dbackd.ops import logs
+from dbackd.core.backoff import Backoff
 from dbackd.core import tokens
 from dbackd.core.tasks import TaskSet
 from dbackd.sources.discord import chunks, gateway
@@ -37,9 +37,10 @@ def next_restart(delay: float, ran_for: float) -> tuple[float, float]:
     READY must be started less and less often, so only a steady run resets the delay, never
     the records it sent.
     """
+    backoff = Backoff(gateway.BACKOFF_FIRST, gateway.BACKOFF_MAX, delay)
     if ran_for >= STEADY_RUN:
-        delay = gateway.BACKOFF_FIRST
-    return delay * random.uniform(0.8, 1.2), min(delay * 2, gateway.BACKOFF_MAX)
+        backoff.reset()
+    return backoff.next(), backoff.delay
 
 
 class GatewayProcess:

@@ -24,13 +24,13 @@ from dbackd.config.paths import located
 from dbackd.config.diff import ConfigDiff, describe, diff
 from dbackd.core.bulk import bulk
 from dbackd.core.layers import Layer, merge
+from dbackd.core.slices import sliced
 from dbackd.core.world import World
 
 log = structlog.get_logger("dbackd.declaration")
 
 ConfigSource = Union[Config, str, "os.PathLike[str]", Mapping[str, Any], None]
 
-EVENTS_PER_SLICE = 500  # world events applied between two yields to the event loop
 PROVIDERS = "providers"  # the layer of the host program's data providers
 
 
@@ -151,10 +151,8 @@ class Declaration:
         old = self.world.config
         changes, lines = await asyncio.to_thread(_compare, old, new)
         world = self.world
-        for i, event in enumerate(world.transition(new, changes), 1):
+        async for event in sliced(world.transition(new, changes)):
             world.apply(event, declared=True)
-            if i % EVENTS_PER_SLICE == 0:
-                await asyncio.sleep(0)
         self.loaded_at = datetime.now(timezone.utc)
         if changes.restart_required:
             self.restart_required = tuple(sorted(set(self.restart_required) | set(changes.restart_required)))

@@ -29,6 +29,7 @@ from dbackd.config import Config, Server
 from dbackd.core.declaration import Declaration
 from dbackd.core.events import ConfigReplaced, Event, MessageSent, PresenceChanged
 from dbackd.core.layers import Layer
+from dbackd.core.slices import sliced
 from dbackd.core.tasks import TaskSet
 from dbackd.core.world import World
 from dbackd.sources.discord import records as r
@@ -41,7 +42,6 @@ from dbackd.sources.discord.view import Change, View
 log = structlog.get_logger("dbackd.discord")
 
 INBOX_LIMIT = 200_000  # records waiting for the loop; past it, deltas are dropped and guilds resent whole
-EVENTS_PER_SLICE = 500  # world events between two yields to the event loop
 MEMBERS_PER_SLICE = 250  # members of a snapshot taken between two yields
 BULK_WINDOW = 300.0  # seconds a session's initial load may keep the cycle collector paused, at most
 LAYER = KEY  # the declaration layer of the guilds' names and auto servers
@@ -204,12 +204,10 @@ class DiscordSource:
                 log.warning("discord.behind", dropped=dropped, action="every guild is sent again whole")
                 if self._gateway is not None:
                     self._gateway.resync()
-            for i, record in enumerate(items, 1):
+            async for record in sliced(items):
                 kind = type(record).__name__
                 self.events[kind] = self.events.get(kind, 0) + 1
                 await self._take(record)
-                if i % EVENTS_PER_SLICE == 0:
-                    await asyncio.sleep(0)
             await self._update_layer()
             async with self._progress:
                 self._progress.notify_all()
@@ -357,14 +355,12 @@ class DiscordSource:
         guild.name = record.name
         view = self.views.get(record.guild)
         loading = guild.loading
-        for i, member in enumerate(record.members, 1):
+        async for member in sliced(record.members, MEMBERS_PER_SLICE):
             loading.add(member.uid)
             if guild.members.get(member.uid) != member:
                 guild.members[member.uid] = member
                 if view is not None:
                     await self._apply(record.guild, view.update(member.uid, member))
-            if i % MEMBERS_PER_SLICE == 0:
-                await asyncio.sleep(0)
         if record.part + 1 == record.parts:
             guild.loading = None
             guild.complete = record.complete
@@ -383,18 +379,14 @@ class DiscordSource:
     async def _refilter(self, snowflake: str, guild: Guild) -> None:
         """New options for a server: every member is placed again, a slice at a time."""
         view = self.views[snowflake]
-        for i, (uid, member) in enumerate(list(guild.members.items()), 1):
+        async for uid, member in sliced(list(guild.members.items())):
             await self._apply(snowflake, view.update(uid, member))
-            if i % EVENTS_PER_SLICE == 0:
-                await asyncio.sleep(0)
 
     async def _forget(self, snowflake: str, guild: Guild) -> None:
         """The guild is gone: its members leave the server's world, a slice at a time."""
         view = self.views[snowflake]
-        for i, uid in enumerate(list(guild.members), 1):
+        async for uid in sliced(list(guild.members)):
             await self._apply(snowflake, view.update(uid, None))
-            if i % EVENTS_PER_SLICE == 0:
-                await asyncio.sleep(0)
 
     async def _member(self, snowflake: str, uid: str, member: Optional[r.MemberRec]) -> None:
         view = self.views.get(snowflake)
@@ -425,10 +417,8 @@ class DiscordSource:
 
     async def _apply(self, snowflake: str, changes: list[Change]) -> None:
         """The view's changes as world events, against what the world has now, in slices."""
-        for i, event in enumerate(self._events(snowflake, changes), 1):
+        async for event in sliced(self._events(snowflake, changes)):
             self.world.apply(event)
-            if i % EVENTS_PER_SLICE == 0:
-                await asyncio.sleep(0)
 
     def _events(self, snowflake: str, changes: list[Change]) -> Iterator[PresenceChanged]:
         for uid, old, new in changes:

@@ -127,3 +127,15 @@ def test_server_list_is_rebuilt_after_list_events():
     assert w.server_list() is first
     w.apply(ServerListChanged())
     assert w.server_list() is not first and w.server_list() == first
+
+
+def test_toward_is_the_one_diff_from_a_live_user_to_a_wanted_one():
+    from dbackd.core.world import UserState, toward
+
+    live = UserState("11", "x", "online", "#ffffff")
+    assert toward("1", "11", live, ("online", "x", "#ffffff")) is None
+    assert toward("1", "11", live, ("idle", "x", "#ffffff")) == PresenceChanged("1", "11", "idle")
+    assert toward("1", "11", live, ("idle", "y", "#ff0000")) == PresenceChanged("1", "11", "idle", "y", "#ff0000")
+    assert toward("1", "11", live, None) == PresenceChanged("1", "11", "online", delete=True)
+    assert toward("1", "12", None, None) is None
+    assert toward("1", "12", None, ("dnd", "z", "#00ff00")) == PresenceChanged("1", "12", "dnd", "z", "#00ff00")

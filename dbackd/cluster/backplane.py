@@ -47,7 +47,7 @@ from dbackd.core.declaration import Declaration
 from dbackd.core.events import ClientIdChanged, ConfigReplaced, Event, PresenceChanged
 from dbackd.core.rates import Tally
 from dbackd.core.tasks import TaskSet
-from dbackd.core.world import Unavailable, World
+from dbackd.core.world import Unavailable, World, toward
 from dbackd.cluster import codec
 from dbackd.cluster.agreement import fingerprint
 from dbackd.cluster.producing import PRODUCING
@@ -319,10 +319,9 @@ class Backplane:
         for uid in [u for u in server.users if u not in users]:
             world.commit(PresenceChanged(snowflake, uid, server.users[uid].status, delete=True))
         for uid, user in users.items():
-            live = server.users.get(uid)
-            if live is None or (live.username, live.status, live.role_color) != (user.username, user.status,
-                                                                                 user.role_color):
-                world.commit(PresenceChanged(snowflake, uid, user.status, user.username, user.role_color))
+            event = toward(snowflake, uid, server.users.get(uid), (user.status, user.username, user.role_color))
+            if event is not None:
+                world.commit(event)
         if client_id and server.client_id != client_id:
             world.commit(ClientIdChanged(snowflake, client_id))
         self._dirty.pop(snowflake, None)

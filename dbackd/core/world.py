@@ -71,6 +71,24 @@ class UserState:
     role_color: str
 
 
+Wanted = tuple[str, str, str]  # (status, username, role_color) a source wants a user to have
+
+
+def toward(server: str, uid: str, live: Optional[UserState], wanted: Optional[Wanted]) -> Optional[PresenceChanged]:
+    """The change that makes a live user (None: not there) what is wanted (None: gone), or None if
+    it already is. A source that holds its own picture of a server (a reload, a guild, a cluster's
+    snapshot) reconciles the world with it through this one diff."""
+    if wanted is None:
+        return PresenceChanged(server, uid, live.status, delete=True) if live is not None else None
+    status, username, role_color = wanted
+    if live is None:
+        return PresenceChanged(server, uid, status, username, role_color)
+    if (live.status, live.username, live.role_color) == wanted:
+        return None
+    return PresenceChanged(server, uid, status, username if username != live.username else None,
+                           role_color if role_color != live.role_color else None)
+
+
 class ServerState:
     """One server's declaration plus its live members."""
 

@@ -31,7 +31,7 @@ from dbackd.core.events import ConfigReplaced, Event, MessageSent, PresenceChang
 from dbackd.core.layers import Layer
 from dbackd.core.slices import sliced
 from dbackd.core.tasks import TaskSet
-from dbackd.core.world import World
+from dbackd.core.world import World, toward
 from dbackd.sources.discord import records as r
 from dbackd.sources.discord.gateway import Wants
 from dbackd.sources.discord.process import GatewayProcess
@@ -425,16 +425,9 @@ class DiscordSource:
             state = self.world.servers.get(snowflake)  # read at each step: the slices let others in
             if state is None:
                 return
-            live = state.users.get(uid)
-            if new is None:
-                if live is not None:
-                    yield PresenceChanged(snowflake, uid, live.status, delete=True)
-            elif live is None:
-                yield PresenceChanged(snowflake, uid, new.status, new.name, new.color)
-            elif (live.status, live.username, live.role_color) != (new.status, new.name, new.color):
-                yield PresenceChanged(snowflake, uid, new.status,
-                                      new.name if live.username != new.name else None,
-                                      new.color if live.role_color != new.color else None)
+            event = toward(snowflake, uid, state.users.get(uid), None if new is None else (new.status, new.name, new.color))
+            if event is not None:
+                yield event
 
     # -- the declaration's discord layer --------------------------------------------
     def _wanted_layer(self) -> Optional[Layer]:

@@ -139,3 +139,9 @@ def test_toward_is_the_one_diff_from_a_live_user_to_a_wanted_one():
     assert toward("1", "11", live, None) == PresenceChanged("1", "11", "online", delete=True)
     assert toward("1", "12", None, None) is None
     assert toward("1", "12", None, ("dnd", "z", "#00ff00")) == PresenceChanged("1", "12", "dnd", "z", "#00ff00")
+
+
+def test_a_colour_is_held_in_lower_case_wherever_it_came_from():
+    w = world(BASE.replace("username: x}", "username: x, roleColor: \"#ABCDEF\"}"))
+    assert w.servers["1"].users["11"].role_color == "#abcdef"
+    assert w.set_presence("a", "31", "online", "guest", "#FF0000").role_color == "#ff0000"

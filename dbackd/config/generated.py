@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 from typing import Any, Callable, Iterable
 
-from dbackd.config.values import STATUSES
+from dbackd.config.values import STATUSES, color
 
 
 def new_uid(rng: random.Random, taken: Callable[[str], bool]) -> str:
@@ -39,5 +39,5 @@ def generated_users(generate: dict, seed: Any, snowflake: str, taken: Iterable[s
         uid = new_uid(rng, used.__contains__)
         used.add(uid)
         status = rng.choices(statuses, weights)[0]
-        out.append((uid, name_for(generate["names"], n), status, rng.choice(generate["colors"]).lower()))
+        out.append((uid, name_for(generate["names"], n), status, color(rng.choice(generate["colors"]))))
     return out

@@ -18,7 +18,7 @@ from typing import Any, Mapping, Optional
 from dbackd.config.generated import generated_users
 from dbackd.config.sections import sections
 from dbackd.config.paths import located
-from dbackd.config.values import STATUSES, seconds, time_of_day
+from dbackd.config.values import STATUSES, WHITE, color, seconds, time_of_day
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +26,7 @@ class User:
     uid: str
     username: str
     status: str = "online"
-    role_color: str = "#ffffff"
+    role_color: str = WHITE
 
 
 @dataclass(frozen=True)
@@ -469,7 +469,7 @@ def _cluster(block: Optional[Mapping[str, Any]]) -> Optional[Cluster]:
 
 def _server(s: Mapping[str, Any], sim: Optional[Mapping[str, Any]], top_oauth: Mapping[str, Any],
             settings: Mapping[str, Any]) -> Server:
-    users = [User(uid=u["uid"], username=u["username"], status=u["status"], role_color=u["roleColor"].lower())
+    users = [User(uid=u["uid"], username=u["username"], status=u["status"], role_color=color(u["roleColor"]))
              for u in s["users"]]
     simulation = None
     if sim is not None:
@@ -543,7 +543,7 @@ def build_simulation(sim: Mapping[str, Any], generated: int = 0) -> Simulation:
             max=churn["max"],
             status=churn["status"],
             names=churn["names"] if isinstance(churn["names"], str) else tuple(churn["names"]),
-            colors=tuple(c.lower() for c in churn["colors"]),
+            colors=tuple(color(c) for c in churn["colors"]),
         ),
         generated=generated,
     )

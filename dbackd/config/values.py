@@ -11,6 +11,13 @@ from typing import Any, Optional
 from zoneinfo import ZoneInfo
 
 STATUSES = ("online", "idle", "dnd", "offline")
+WHITE = "#ffffff"  # a user's colour when nobody gave one
+
+
+def color(value: str) -> str:
+    """A `#rrggbb` colour as dbackd holds it, from wherever it came (config, providers, APIs):
+    lower case, so that equal colours compare equal and a change is only a real change."""
+    return value.lower()
 
 # A Discord id (snowflake) as text; the schema's `snowflake` definition says the same.
 SNOWFLAKE = re.compile(r"[0-9]{1,20}")

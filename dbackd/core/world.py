@@ -19,6 +19,7 @@ import structlog
 
 from dbackd.config import STATUSES, Config, Server
 from dbackd.config.diff import ConfigDiff, diff
+from dbackd.config.values import WHITE, color
 from dbackd.core.events import (ClientIdChanged, ConfigReplaced, Event, MessageSent, PresenceChanged, ServerClosed,
                      ServerListChanged)
 
@@ -76,7 +77,7 @@ Wanted = tuple[str, str, str]  # (status, username, role_color) a source wants a
 
 def toward(server: str, uid: str, live: Optional[UserState], wanted: Optional[Wanted]) -> Optional[PresenceChanged]:
     """The change that makes a live user (None: not there) what is wanted (None: gone), or None if
-    it already is. A source that holds its own picture of a server (a reload, a guild, a cluster's
+    it already is. A source that holds its own picture of a server (a guild, a cluster's
     snapshot) reconciles the world with it through this one diff."""
     if wanted is None:
         return PresenceChanged(server, uid, live.status, delete=True) if live is not None else None
@@ -271,7 +272,7 @@ class World:
                 # A status for a user who is not (or no longer) here: a change that crossed the user's
                 # removal. Shown, it would be a nameless actor.
                 return None
-            user = UserState(event.uid, event.username, event.status, event.role_color or "#ffffff")
+            user = UserState(event.uid, event.username, event.status, event.role_color or WHITE)
             state.put(user)
             return PresenceChanged(event.server, event.uid, user.status, user.username, user.role_color)
         renamed = event.username is not None and event.username != user.username
@@ -316,8 +317,8 @@ class World:
         elif not known:
             if not username:
                 raise UnknownUser(f"user {uid} is not in server {state.info.id} (give a username to add it)")
-            role_color = role_color or "#ffffff"
-        return PresenceChanged(state.snowflake, uid, status, username, role_color.lower() if role_color else None,
+            role_color = role_color or WHITE
+        return PresenceChanged(state.snowflake, uid, status, username, color(role_color) if role_color else None,
                                delete)
 
     def set_presence(self, server: str, uid: str, status: str, username: Optional[str] = None,

@@ -27,6 +27,7 @@ from typing import Any, Iterable, Mapping, Optional
 from dbackd.sources.callbacks import Callbacks, shape
 from dbackd.config import Config, ConfigError, Problem, Server, User, load_data
 from dbackd.config.schema import check_part
+from dbackd.config.values import color
 from dbackd.core.layers import Layer, Problems, merge
 
 _CONCURRENT_USER_CALLS = 8
@@ -149,7 +150,7 @@ def _users(where: str, entries: list[dict], problems: Problems) -> list[User]:
             problems.add(f"{label}: duplicate user uid {uid!r}")
             continue
         users[uid] = User(uid=uid, username=entry["username"], status=entry["status"],
-                          role_color=entry["roleColor"].lower())
+                          role_color=color(entry["roleColor"]))
     return list(users.values())
 
 

@@ -71,7 +71,7 @@ async def test_forwarded_for_counts_only_behind_a_trusted_proxy(start_daemon, ca
         for c in a + [b]:
             await c.assert_quiet()
     opened = [e["peer"] for e in events(captured_logs, "socket.opened")]
-    assert opened == ["203.0.113.7", "203.0.113.7", "203.0.113.8"]
+    assert opened == ["203.0.113.7", "203.0.113.8"]  # one line a minute per address
 
 
 async def test_forwarded_for_from_anyone_else_is_ignored(start_daemon, captured_logs):
@@ -207,3 +207,30 @@ async def test_the_operators_probes_get_in_when_the_public_took_every_other_conn
     assert await status("/healthz", "127.0.0.1") == b"HTTP/1.1 503 Service Unavailable"  # the total still holds
     for _, writer in public + held:
         writer.close()
+
+
+
+async def test_an_address_reconnecting_writes_a_line_a_minute_not_lines_per_socket(start_daemon, captured_logs):
+    d = await start_daemon(text=config({"sockets_per_second": 0.01, "sockets_burst": 5},
+                                       "listen: {trusted_proxies: [127.0.0.1]}\n"))
+    behind = {"X-Forwarded-For": "203.0.113.7"}
+    async with aiohttp.ClientSession() as http:
+        for _ in range(5):  # a client that reconnects after every close
+            client = await ws(http, d, behind)
+            assert (await client.connect("a"))["type"] == "server-join"
+            await client.ws.close()
+        for _ in range(3):
+            assert await refused(http, d, behind) == 429
+        for _ in range(3):
+            async with http.get(f"http://127.0.0.1:{d.port}/nowhere", headers=behind) as r:
+                assert r.status == 404
+        other = await ws(http, d, {"X-Forwarded-For": "203.0.113.8"})  # another address: its own lines
+        await other.ws.close()
+    for _ in range(100):  # the last close is logged once its handler ends
+        if len(events(captured_logs, "socket.opened")) == 2:
+            break
+        await asyncio.sleep(0.01)
+    for name in ("socket.opened", "socket.joined", "socket.closed", "socket.refused_address", "http.error"):
+        lines = [(e["peer"], e["count"]) for e in events(captured_logs, name)]
+        assert lines[:1] == [("203.0.113.7", 1)] and len([p for p, _ in lines if p == "203.0.113.7"]) == 1, (name, lines)
+    assert [e["status"] for e in events(captured_logs, "http.error")] == [404]  # no second line for a refusal

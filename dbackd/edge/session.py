@@ -27,6 +27,7 @@ from dbackd.fanout import protocol
 from dbackd.edge.access import Access, Verdict
 from dbackd.sources.callbacks import Callbacks
 from dbackd.config import Server
+from dbackd.ops.logs import PerAddress
 from dbackd.ops.metrics import Metrics
 from dbackd.fanout.protocol import ClientError, Connect, Outgoing
 from dbackd.core.rates import Bucket, Tally
@@ -67,7 +68,8 @@ joins it (a passworded one as authenticated) and returns it, or None."""
 
 class Session:
     def __init__(self, conn: Socket, world: World, send: Send, join: Join, access: Access,
-                 callbacks: Callbacks, metrics: Metrics, address: Optional[str] = None):
+                 callbacks: Callbacks, metrics: Metrics, address: Optional[str] = None,
+                 lines: Optional[PerAddress] = None):
         self.conn = conn  # its id and whether it is open; written to only through `send` and `join`
         self.world = world
         self.send = send
@@ -76,6 +78,7 @@ class Session:
         self.callbacks = callbacks
         self.metrics = metrics
         self.address = address  # the client's (forwarded, behind a trusted proxy)
+        self.lines = lines or PerAddress(log)  # the endpoint's, shared by an address's sockets
         self.loop = asyncio.get_running_loop()
         now, limits = self.loop.time(), world.config.limits
         self._frames = Bucket(limits.frames_burst, now)
@@ -157,7 +160,8 @@ class Session:
             if joined is not None:
                 self.joined = True
                 via = "auth" if joined.info.passworded else "public"
-                log.info("socket.joined", conn=self.conn.id, server=joined.info.id, users=len(joined.users), via=via)
+                self.lines.info("socket.joined", self.address, conn=self.conn.id, server=joined.info.id,
+                                users=len(joined.users), via=via)
                 self.metrics.joined(joined.info.id, via)
                 return
             if not self.conn.open:

@@ -23,9 +23,10 @@ from dbackd.edge.peers import client_address
 from dbackd.sources.api import HttpApi
 from dbackd.sources.callbacks import Callbacks
 from dbackd.fanout.hub import Hub
+from dbackd.ops.logs import PerAddress
 from dbackd.ops.metrics import Metrics
 from dbackd.core.rates import Tally
-from dbackd.edge.websocket import SocketEndpoint
+from dbackd.edge.websocket import Refusal, SocketEndpoint
 from dbackd.core.world import World
 
 log = structlog.get_logger("dbackd.web")
@@ -48,6 +49,7 @@ def builtin_headers(mount: Mount) -> dict[str, str]:
 
 
 PUBLIC_HEALTH = {"status": "ok"}  # /healthz for anyone not in `listen.operators`
+LOGGED_PATH = 200  # characters of a path in a log line
 MAX_LINE_BYTES = 8190  # a request line or one header line; aiohttp's default, said here
 LOG_WINDOW = 60.0  # seconds between two log lines about malformed requests
 
@@ -63,7 +65,8 @@ class Site:
         self.metrics = metrics
         self.callbacks = callbacks
         self.health = health
-        app = web.Application(middlewares=[_log_http_errors])
+        self._errors = PerAddress(log)
+        app = web.Application(middlewares=[self._log_http_errors])
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/metrics", self.metrics_page)
         app.add_subapp("/api/", api.app())
@@ -131,6 +134,27 @@ class Site:
     async def _close_sockets(self, app: web.Application) -> None:
         await self.hub.close_all(WSCloseCode.GOING_AWAY, "server shutting down")
 
+    @web.middleware
+    async def _log_http_errors(self, request: web.Request,
+                               handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        """`http.error` for an answer of 400 or more: once a minute per client address (behind a
+        trusted proxy, the forwarded one) with a count; not for a refusal logged as such already."""
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            if exc.status >= 400:
+                self._http_error(request, exc.status)
+            raise
+        if isinstance(response, web.StreamResponse) and response.status >= 400 and not isinstance(response, Refusal):
+            self._http_error(request, response.status)
+        return response
+
+    def _http_error(self, request: web.Request, status: int) -> None:
+        listen = self.world.config.listen
+        address = client_address(listen, request.remote, request.headers.get("X-Forwarded-For"))
+        self._errors.info("http.error", address, method=request.method, path=request.path[:LOGGED_PATH],
+                          status=status)
+
 
 class QuietRequestHandler(web.RequestHandler):
     """aiohttp's protocol, answering a request it cannot parse (or a handler's failure) with
@@ -172,15 +196,3 @@ def _is_upgrade(request: web.Request) -> bool:
     return request.headers.get("Upgrade", "").lower() == "websocket"
 
 
-@web.middleware
-async def _log_http_errors(request: web.Request,
-                           handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-    try:
-        response = await handler(request)
-    except web.HTTPException as exc:
-        if exc.status >= 400:
-            log.info("http.error", method=request.method, path=request.path, status=exc.status, peer=request.remote)
-        raise
-    if isinstance(response, web.StreamResponse) and response.status >= 400:
-        log.info("http.error", method=request.method, path=request.path, status=response.status, peer=request.remote)
-    return response

@@ -26,13 +26,16 @@ from dbackd.ops.metrics import Metrics
 from dbackd.edge.peers import Peers, client_address
 from dbackd.edge.session import CLOSE_POLICY, Join, Send, Session
 from dbackd.fanout.wire import Wire
-from dbackd.core.rates import Tallies
+from dbackd.ops.logs import PerAddress
 from dbackd.core.world import ServerState, World
 
 log = structlog.get_logger("dbackd.web")
 
 CLOSE_INTERNAL_ERROR = 1011
-LOG_WINDOW = 60.0  # seconds between two log lines about one address's refused sockets
+
+
+class Refusal(web.Response):
+    """A socket refused past a limit: logged as such already (web.py writes no `http.error` for it)."""
 
 
 class SocketEndpoint:
@@ -44,7 +47,7 @@ class SocketEndpoint:
         self.callbacks = callbacks
         self.metrics = metrics
         self.peers = peers or Peers(world)
-        self._refusals = Tallies(LOG_WINDOW)
+        self.lines = PerAddress(log)  # what one address's sockets do, once a minute with a count
 
     def paths(self) -> set[str]:
         """Where the upgrade is accepted: /ws, / and <mount>/ws of every static mount (they change on reload)."""
@@ -58,10 +61,10 @@ class SocketEndpoint:
         address = client_address(listen, request.remote, request.headers.get("X-Forwarded-For"))
         if not self.peers.may_open_socket(address):
             self._refused(address, "socket_rate")
-            return web.Response(status=429, text="Too many new sockets", headers={"Retry-After": "5"})
+            return Refusal(status=429, text="Too many new sockets", headers={"Retry-After": "5"})
         if forwarded and self.peers.admit_forwarded(address) is not None:
             self._refused(address, "address_full")
-            return web.Response(status=503, text="Too many connections", headers={"Retry-After": "5"})
+            return Refusal(status=503, text="Too many connections", headers={"Retry-After": "5"})
         ws = web.WebSocketResponse(
             autoping=False,  # pings, pongs and the heartbeat go through the hub (see wire.py)
             heartbeat=None,
@@ -89,8 +92,8 @@ class SocketEndpoint:
                 return ws
             conn = Connection(Wire(ws, transport), address)
             session = Session(conn, self.world, self._sender(conn), self._joiner(conn), self.access, self.callbacks,
-                              self.metrics, address)
-            log.info("socket.opened", conn=conn.id, peer=conn.peer, path=request.path)
+                              self.metrics, address, self.lines)
+            self.lines.info("socket.opened", conn.peer, conn=conn.id, path=request.path)
             if limits.join_timeout:
                 overdue = loop.call_later(limits.join_timeout, self._join_overdue, session)
             await self.callbacks.before_server_list()
@@ -119,17 +122,15 @@ class SocketEndpoint:
                 self.hub.remove(conn)
                 await conn.wire.closed()  # a close the hub began ends with its own code, not the handler's 1000
                 await conn.wire.release()
-                log.info("socket.closed", conn=conn.id, code=ws.close_code, frames=conn.frames,
-                         **({"bad_frames": session.bad_frames} if session.bad_frames else {}))
+                self.lines.info("socket.closed", address, conn=conn.id, code=ws.close_code, frames=conn.frames,
+                                **({"bad_frames": session.bad_frames} if session.bad_frames else {}))
             if forwarded:
                 self.peers.release_forwarded(address)
         return ws
 
     def _refused(self, address: Optional[str], reason: str) -> None:
         self.metrics.connection_refused(reason)
-        count = self._refusals.note((address, reason), asyncio.get_running_loop().time())
-        if count:  # once a minute per address, with how many there were
-            log.info("socket.refused_address", peer=address, reason=reason, count=count)
+        self.lines.info("socket.refused_address", address, reason=reason)
 
     def _sender(self, conn: Connection) -> Send:
         return lambda message: self.hub.send(conn, message)

@@ -13,6 +13,7 @@ It configures logging only; it decides nothing about what is logged.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import sys
@@ -21,7 +22,7 @@ from typing import Any, MutableMapping, Optional, TextIO
 
 import structlog
 
-from dbackd.core.rates import Tally
+from dbackd.core.rates import Tallies, Tally
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 _SECRET_KEY = re.compile(r"token|password|secret|authorization|cookie", re.IGNORECASE)
@@ -173,3 +174,19 @@ def configure(level: str = "info", fmt: str = "auto", stream: Optional[TextIO] =
         foreign_pre_chain=[structlog.stdlib.add_log_level, stamp, _foreign_fields, redact],
     ))
     logging.basicConfig(handlers=[handler], level=max(LEVELS[level], logging.WARNING), force=True)
+
+
+class PerAddress:
+    """Lines that repeat for one client address (a socket opened, joined, closed, refused, an
+    HTTP error): the first of each minute per address and event is written, with `count`, how
+    many there were since the last one written; the rest are counted. A client reconnecting
+    as fast as it can writes one line a minute, not three per socket."""
+
+    def __init__(self, logger: Any, window: float = 60.0):
+        self.logger = logger
+        self._tallies = Tallies(window)
+
+    def info(self, event: str, address: Optional[str], **fields: Any) -> None:
+        count = self._tallies.note((address, event), asyncio.get_running_loop().time())
+        if count:
+            self.logger.info(event, peer=address, count=count, **fields)

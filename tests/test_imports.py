@@ -1,4 +1,9 @@
-"""The package's modules import each other in one direction: no cycles, TYPE_CHECKING and function-level imports included."""
+"""The package's modules import each other in one direction: no cycles, TYPE_CHECKING and function-level imports included.
+
+And the parts keep their places: the core (world, events, declaration, ...) imports nothing
+above it (config/ is below it), and a source never imports the fan-out side: it changes the
+world, and the hub alone turns the world's events into what sockets are sent.
+"""
 from __future__ import annotations
 
 import ast
@@ -89,3 +94,35 @@ def test_a_session_is_given_a_send_and_a_join_function_not_the_hub():
     known = modules()
     session = imports("dbackd.edge.session", known["dbackd.edge.session"], known)
     assert "dbackd.fanout.hub" not in session
+
+
+# Which parts a part must never import: (the importing part, the parts it must not reach).
+PART_RULES = [
+    ("dbackd.core", ("dbackd.sources", "dbackd.edge", "dbackd.fanout", "dbackd.cluster", "dbackd.ops",
+                     "dbackd.compat", "dbackd.daemon", "dbackd.cli", "dbackd.clients")),
+    ("dbackd.sources", ("dbackd.fanout",)),
+]
+
+
+def within(name: str, part: str) -> bool:
+    return name == part or name.startswith(part + ".")
+
+
+def crossings(graph: dict[str, set[str]], rules=PART_RULES) -> list[tuple[str, str]]:
+    """Every (module, import) that breaks a part rule."""
+    return sorted((name, target) for name, targets in graph.items() for part, banned in rules if within(name, part)
+                  for target in targets if any(within(target, b) for b in banned))
+
+
+def test_the_parts_keep_their_places():
+    known = modules()
+    graph = {name: imports(name, path, known) for name, path in known.items()}
+    assert any(within(n, "dbackd.core") for n in graph) and any(within(n, "dbackd.sources") for n in graph)
+    assert crossings(graph) == []
+
+
+def test_the_part_rules_find_a_crossing():
+    graph = {"dbackd.core.world": {"dbackd.fanout.protocol", "dbackd.config"}, "dbackd.sources.api": {"dbackd.fanout.hub"},
+             "dbackd.sources.apischema": {"dbackd.core.world"}, "dbackd.core.clock": {"dbackd.clientsx"}}
+    assert crossings(graph) == [("dbackd.core.world", "dbackd.fanout.protocol"),
+                                ("dbackd.sources.api", "dbackd.fanout.hub")]

@@ -116,7 +116,7 @@ class Daemon:
             self.metrics.register(self.backplane)
         self.leadership = Leadership(list(self.sources), self.backplane)
         self.site = Site(self.world, self.hub, self.sockets, self.http_api, self.metrics, self.callbacks,
-                         self.health)
+                         self.health, face=self._face)
         self.app = self.site.app
         # Started in this order, stopped in reverse: the Python API last, so callbacks still
         # running are cancelled before the sockets close.
@@ -130,6 +130,18 @@ class Daemon:
         self._servers: list[asyncio.AbstractServer] = []
         self._bound: list[tuple] = []  # the listening sockets' addresses
         self._started_at: Optional[float] = None  # time.monotonic() when listening began
+
+    async def _face(self, server: str, uid: str) -> Union[bytes, None, bool]:
+        """A member's avatar for the built-in page from the source that has the server's faces; None:
+        none yet; False: no source has faces for this server."""
+        answer: Union[bytes, None, bool] = False
+        for source in self.sources:
+            face = getattr(source, "face", None)
+            if face is not None:
+                answer = await face(server, uid)
+                if answer is not False:
+                    return answer
+        return answer
 
     # -- lifecycle -----------------------------------------------------------------
     def add_service(self, service: Service) -> None:

@@ -11,8 +11,9 @@ token). Nothing here changes the world.
 from __future__ import annotations
 
 import asyncio
+import re
 from http import HTTPStatus
-from typing import Any, Awaitable, Callable, Optional
+from typing import Any, Awaitable, Callable, Optional, Union
 
 import structlog
 from aiohttp import WSCloseCode, web
@@ -37,6 +38,11 @@ log = structlog.get_logger("dbackd.web")
 CSP = ("default-src 'self'; connect-src 'self'{sockets}; img-src 'self' data:; style-src 'self'; "
        "script-src 'self'; base-uri 'none'; frame-ancestors {frames}")
 PAGE_SOCKETS = "/sockets.json"  # under a built-in mount: the socket origins the page may use besides its own
+# Under a built-in mount: a member's avatar, fetched and kept by the daemon (the page never asks Discord).
+PAGE_FACE = re.compile(r"/faces/([0-9]{1,20})/([0-9]{1,20})\.png")
+FACE_MAX_AGE = 3600  # seconds a browser keeps a face
+
+FaceLookup = Callable[[str, str], Awaitable[Union[bytes, None, bool]]]  # False: this server has no faces
 
 
 def builtin_headers(mount: Mount) -> dict[str, str]:
@@ -58,8 +64,9 @@ class Site:
     """The aiohttp application of one daemon, from the parts it serves."""
 
     def __init__(self, world: World, hub: Hub, sockets: SocketEndpoint, api: HttpApi, metrics: Metrics,
-                 callbacks: Callbacks, health: Callable[[], dict[str, Any]]):
+                 callbacks: Callbacks, health: Callable[[], dict[str, Any]], face: Optional[FaceLookup] = None):
         self.world = world
+        self.face = face
         self.hub = hub
         self.sockets = sockets
         self.metrics = metrics
@@ -121,6 +128,8 @@ class Site:
         mount, rest = found
         if mount.dir is None and rest == PAGE_SOCKETS:
             return web.json_response({"sockets": list(mount.sockets)}, headers=builtin_headers(mount))
+        if mount.dir is None and (wanted := PAGE_FACE.fullmatch(rest)) is not None:
+            return await self._face(mount, wanted.group(1), wanted.group(2))
         if rest == "" and mount.path != "/":
             raise web.HTTPMovedPermanently(mount.path + "/")  # so relative links resolve inside the mount
         try:
@@ -130,6 +139,18 @@ class Site:
         if file is None:
             raise web.HTTPNotFound()
         return web.FileResponse(file, headers=builtin_headers(mount) if mount.dir is None else None)
+
+    async def _face(self, mount: Mount, server: str, uid: str) -> web.Response:
+        """A member's face, or 204: no face (yet), and the page draws a plain figure (a 404 would be
+        an error in the browser's console for every member without one)."""
+        body = await self.face(server, uid) if self.face is not None else False
+        headers = builtin_headers(mount)
+        if body is False:  # the page asks no more for this server
+            return web.Response(status=204, headers={**headers, "Cache-Control": "no-store", "X-Faces": "off"})
+        if not isinstance(body, bytes):
+            return web.Response(status=204, headers={**headers, "Cache-Control": "no-store"})
+        return web.Response(body=body, content_type="image/png",
+                            headers={**headers, "Cache-Control": f"max-age={FACE_MAX_AGE}"})
 
     async def _close_sockets(self, app: web.Application) -> None:
         await self.hub.close_all(WSCloseCode.GOING_AWAY, "server shutting down")

@@ -7,6 +7,7 @@ import { World } from "./world.js";
 import { Chat } from "./chat.js";
 import { Renderer } from "./renderer.js";
 import { People, MessageLog } from "./people.js";
+import { Faces } from "./faces.js";
 
 // The daemon's wording for "you were removed from the server you were watching" (a reload).
 const SERVER_GONE = "This server is no longer available.";
@@ -55,9 +56,14 @@ const state = {
 // -- the parts -------------------------------------------------------------------------------
 const log = new MessageLog($("log"), $("log-empty"));
 const chat = new Chat((bubble) => log.state(bubble));
+const faces = new Faces((uid, face, faceURL) => {
+  renderer.faceReady(uid, face);
+  people.face(uid, faceURL);
+});
 const renderer = new Renderer($("terrarium"), chat, {
   onHover: (uid) => hoverRow(uid),
   onPick: (uid) => people.reveal(uid),
+  faces,
 });
 const world = new World({
   reset(users, same) {
@@ -65,6 +71,8 @@ const world = new World({
       chat.clear();
       log.clear();
     }
+    // A private server's faces stay with it: the daemon gives faces of public servers only.
+    faces.reset(world.server.passworded ? null : (world.server.snowflake || null));
     renderer.reset(users, same, world.server.snowflake || world.server.id);
     people.reset();
   },
@@ -92,6 +100,7 @@ const people = new People(
   {
     hover: (uid) => renderer.highlight(uid),
     changedCounts: describeWorld,
+    faceURL: (uid) => faces.url(uid),
   },
 );
 let hoveredRow = null;
@@ -397,7 +406,8 @@ if (embedded || framedAcross) {
 
 // Read by the browser tests and the benchmark; nothing on the page depends on it.
 window.dbackdPage = {
-  stats: () => ({ ...renderer.stats(), ...state.counters, joined: state.joined, server: world.server?.id ?? null }),
+  stats: () => ({ ...renderer.stats(), ...state.counters, joined: state.joined, server: world.server?.id ?? null,
+    facesLoaded: faces.loaded() }),
 };
 
 renderer.start();

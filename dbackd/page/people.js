@@ -97,6 +97,12 @@ export class People {
     this._writeCounts();
   }
 
+  /** A member's face loaded (the image is in the browser's cache by now): their row shows it. */
+  face(uid, url) {
+    const row = this.rows.get(uid);
+    if (row !== undefined) addFace(row.swatch, url);
+  }
+
   /** Bring a row into view, as when its figure is clicked. */
   reveal(uid) {
     const row = this.rows.get(uid);
@@ -118,6 +124,8 @@ export class People {
     const statusEl = document.createElement("span");
     statusEl.className = "status";
     li.append(swatch, nameEl, statusEl);
+    const face = this.hooks.faceURL ? this.hooks.faceURL(user.uid) : null;
+    if (face !== null) addFace(swatch, face);
     const row = { li, swatch, nameEl, statusEl, name: "", status: "", color: "" };
     this._update(row, user);
     return row;
@@ -239,4 +247,14 @@ export class MessageLog {
     this.entries.clear();
     this.empty.hidden = false;
   }
+}
+
+function addFace(swatch, url) {
+  if (swatch.querySelector("img.face") !== null) return;
+  const img = document.createElement("img");
+  img.className = "face";
+  img.alt = "";
+  img.decoding = "async";
+  img.src = url;
+  swatch.append(img);
 }

@@ -12,6 +12,9 @@ const FIG_W = 22; // figure box in CSS px at figure scale 1; the feet are at (11
 const FIG_H = 29;
 const FOOT_X = 11;
 const FOOT_Y = 27;
+const FACE_CX = 11; // a face's centre and radius on the figure's dome (figure units)
+const FACE_CY = 13.5;
+const FACE_R = 6.5;
 const NAMES_ALWAYS_UP_TO = 30;
 const GROUND_MAX_PX = 4096; // bigger ground canvases cost more memory than sharpness is worth
 const SPAWN_MS = 560;
@@ -447,6 +450,7 @@ class Actor {
     this.leaving = 0;
     this.pulse = 0;
     this.depth = this.x + this.y;
+    this.face = undefined; // its face once loaded; null while it loads, or with none
     this.sprite = null; // facing right, while hopping (its shadow is drawn apart, on the ground)
     this.spriteFlip = null; // facing left
     this.still = null; // facing right, standing, shadow included
@@ -461,8 +465,10 @@ class Actor {
 }
 
 export class Renderer {
-  constructor(canvasEl, chat, { onHover, onPick } = {}) {
+  constructor(canvasEl, chat, { onHover, onPick, faces } = {}) {
     this.canvas = canvasEl;
+    this.faces = faces || null; // members' faces, drawn over their figures once loaded
+    this.withFaces = 0; // figures drawn with a face in the last frame
     this.ctx = canvasEl.getContext("2d", { alpha: false });
     this.chat = chat;
     this.onHover = onHover || (() => {});
@@ -583,6 +589,12 @@ export class Renderer {
     this._restyle(actor, change.status, performance.now());
   }
 
+  /** A member's face arrived: their figure wears it from the next frame. */
+  faceReady(uid, face) {
+    const actor = this.actors.get(uid);
+    if (actor !== undefined) actor.face = face;
+  }
+
   remove(uid) {
     const actor = this.actors.get(uid);
     if (actor !== undefined && !actor.leaving) this._leave(actor, performance.now());
@@ -616,7 +628,7 @@ export class Renderer {
       sum += this.frameMs[i];
       if (this.frameMs[i] > max) max = this.frameMs[i];
     }
-    return { frames: this.frames, figures: this.present, arriving: this.arriving,
+    return { frames: this.frames, figures: this.present, arriving: this.arriving, faces: this.withFaces,
              frameMsAvg: n ? sum / n : 0, frameMsMax: max };
   }
 
@@ -863,7 +875,11 @@ export class Renderer {
     const anchorX = (FOOT_X + 1) * this.spriteScale, anchorY = (FOOT_Y + 1) * this.spriteScale;
     const hop = this.reduceMotion ? 0 : 3.6 * fs;
     const margin = 60 * fs;
-    let drawn = 0, gone = 0;
+    let drawn = 0, gone = 0, faced = 0;
+    const faces = this.faces;
+    // the face covers the figure's dome, where its eyes are (figure units, from the sprite's corner)
+    const faceX = (1 + FACE_CX - FACE_R) * this.spriteScale, faceY = (1 + FACE_CY - FACE_R) * this.spriteScale;
+    const faceD = 2 * FACE_R * this.spriteScale;
     for (let i = 0; i < order.length; i++) {
       const a = order[i];
       let alpha = 1, lift = 0;
@@ -894,12 +910,20 @@ export class Renderer {
       if (a.spriteEpoch !== this.spriteEpoch) this._sprites(a);
       const bounce = a.phase > 0 ? Math.abs(Math.sin(a.phase)) * hop : 0;
       if (alpha !== 1) g.globalAlpha = alpha;
+      const fx = (sx - anchorX + 0.5) | 0, fy = (sy - anchorY - bounce - lift + 0.5) | 0;
       if (bounce + lift < 0.5) {
-        g.drawImage(a.facing > 0 ? a.still : a.stillFlip, (sx - anchorX + 0.5) | 0, (sy - anchorY + 0.5) | 0);
+        g.drawImage(a.facing > 0 ? a.still : a.stillFlip, fx, fy);
       } else {
         g.drawImage(shadow, (sx - shw + 0.5) | 0, (sy - shh + 0.5) | 0);
-        g.drawImage(a.facing > 0 ? a.sprite : a.spriteFlip, (sx - anchorX + 0.5) | 0,
-                    (sy - anchorY - bounce - lift + 0.5) | 0);
+        g.drawImage(a.facing > 0 ? a.sprite : a.spriteFlip, fx, fy);
+      }
+      if (a.face === undefined && faces !== null) a.face = faces.get(a.uid);
+      if (a.face) {
+        const asleep = a.user.status === "offline";
+        if (asleep) g.globalAlpha = alpha * 0.6;
+        g.drawImage(a.face, fx + faceX, fy + faceY, faceD, faceD);
+        if (asleep) g.globalAlpha = alpha;
+        faced++;
       }
       if (alpha !== 1) g.globalAlpha = 1;
       if (a.pulse !== 0) this._pulse(g, a, now, sx, sy - bounce - lift);
@@ -907,6 +931,7 @@ export class Renderer {
     }
     if (gone > 0) this._sweep(now);
     this.arriving = arriving;
+    this.withFaces = faced;
     if (drawn > 0 && !this.firstFigure) {
       this.firstFigure = true;
       if (performance.getEntriesByName("first-figure").length === 0) performance.mark("first-figure");

@@ -662,6 +662,11 @@ class FakeDiscord:
         app.router.add_get(base + "/guilds/{guild_id}/channels", self._get_channels)
         app.router.add_get(base + "/guilds/{guild_id}/members", self._get_members)
         app.router.add_get(base + "/guilds/{guild_id}/members/{user_id}", self._get_member)
+        # Discord's CDN (cdn.discordapp.com) on the same port, at the root:
+        # https://discord.com/developers/docs/reference#image-formatting
+        app.router.add_get("/avatars/{user_id}/{file}", self._cdn_avatar)
+        app.router.add_get("/guilds/{guild_id}/users/{user_id}/avatars/{file}", self._cdn_avatar)
+        app.router.add_get("/embed/avatars/{file}", self._cdn_default_avatar)
         commands = base + "/applications/{application_id}/guilds/{guild_id}/commands"
         app.router.add_get(commands, self._get_commands)
         app.router.add_put(commands, self._put_commands)
@@ -1593,6 +1598,37 @@ class FakeDiscord:
             "approximate_guild_count": len(self.guilds), "integration_types_config": {},
         })
 
+    # -- the CDN ------------------------------------------------------------------------------
+    # "USER_AVATAR: avatars/{user_id}/{user_avatar}.png", "GUILD_MEMBER_AVATAR:
+    # guilds/{guild_id}/users/{user_id}/avatars/{member_avatar}.png", "DEFAULT_USER_AVATAR:
+    # embed/avatars/{index}.png" (the index is (user_id >> 22) % 6 for users without a
+    # discriminator); "?size=" is a power of 2 between 16 and 4096. No token: the CDN is public.
+
+    @property
+    def cdn_base(self) -> str:
+        return self.base_url
+
+    def _cdn_size(self, request: web.Request) -> int:
+        size = request.query.get("size", "128")
+        if not size.isdigit() or int(size) not in {2 ** n for n in range(4, 13)}:
+            raise _RestError(400, {"message": "Invalid size", "code": 0})
+        return min(int(size), 256)  # the fake draws small images only
+
+    async def _cdn_avatar(self, request: web.Request) -> web.Response:
+        stem, _, ext = request.match_info["file"].rpartition(".")
+        account = self._users.get(request.match_info["user_id"])
+        if account is None or account.avatar != stem or ext not in ("png", "webp", "jpg", "jpeg"):
+            raise web.HTTPNotFound()
+        self._count("cdn_requests")
+        return web.Response(body=solid_png(self._cdn_size(request), _colour_of(stem)), content_type="image/png")
+
+    async def _cdn_default_avatar(self, request: web.Request) -> web.Response:
+        stem, _, ext = request.match_info["file"].rpartition(".")
+        if stem not in {str(n) for n in range(6)} or ext != "png":
+            raise web.HTTPNotFound()
+        self._count("cdn_requests")
+        return web.Response(body=solid_png(self._cdn_size(request), 0x5865F2), content_type="image/png")
+
     # -- application commands and interactions ------------------------------------------------
     # https://discord.com/developers/docs/interactions/application-commands and
     # https://discord.com/developers/docs/interactions/receiving-and-responding
@@ -1775,6 +1811,23 @@ class _RestError(Exception):
         super().__init__(status, body)
         self.status = status
         self.body = body
+
+
+def _colour_of(text: str) -> int:
+    return zlib.crc32(text.encode()) & 0xFFFFFF
+
+
+def solid_png(size: int, rgb: int) -> bytes:
+    """A square PNG of one colour: an avatar the fake's CDN can serve without an image library."""
+    import struct
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    row = b"\x00" + bytes(((rgb >> 16) & 255, (rgb >> 8) & 255, rgb & 255)) * size
+    header = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(row * size))
+            + chunk(b"IEND", b""))
 
 
 def _json(data: Any, *, status: int = 200) -> web.Response:

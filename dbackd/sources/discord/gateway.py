@@ -59,10 +59,19 @@ class Wants:
         return intents
 
 
+FACE_SIZE = 64  # px of the avatars the page is given (its figures draw them at about 13 px)
+
+
 def member_rec(member: Any) -> r.MemberRec:
+    import discord
+
     roles = member.roles[1:]  # the first is @everyone
+    # The server avatar if any, else the account's, else Discord's default; as a path on the CDN,
+    # whose base the daemon's config gives.
+    face = member.display_avatar.with_static_format("png").with_size(FACE_SIZE).url
+    face = face[len(discord.Asset.BASE):] if face.startswith(discord.Asset.BASE) else ""
     return r.MemberRec(str(member.id), member.display_name, color_of(member.colour.value), status_of(member.status),
-                       tuple(str(role.id) for role in roles), tuple(role.name for role in roles), member.bot)
+                       tuple(str(role.id) for role in roles), tuple(role.name for role in roles), member.bot, face)
 
 
 def _client_class(identify_delay: float, chunk_interval: float, chunk_stall: float) -> type:

@@ -20,6 +20,7 @@ class MemberRec(NamedTuple):
     roles: tuple[str, ...]  # role ids
     role_names: tuple[str, ...]
     bot: bool
+    avatar: str = ""  # the avatar's path on Discord's CDN (/avatars/<uid>/<hash>.png?size=64)
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,8 @@ def decode(line: bytes) -> Record:
         raise ValueError(f"a {kind} record with {len(values)} fields")
     given: dict[str, Any] = dict(zip(names, values))
     if kind in _MEMBERS:
-        given["members"] = tuple(MemberRec(m[0], m[1], m[2], m[3], tuple(m[4]), tuple(m[5]), bool(m[6]))
+        given["members"] = tuple(MemberRec(m[0], m[1], m[2], m[3], tuple(m[4]), tuple(m[5]), bool(m[6]),
+                                           str(m[7]) if len(m) > 7 else "")
                                  for m in given["members"])
     elif kind == "Connected":
         given["guilds"] = tuple(given["guilds"])

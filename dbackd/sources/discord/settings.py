@@ -9,7 +9,9 @@ rules the schema cannot say, and the lines `dbackd check` prints. It never shows
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from dbackd.config import Config, Problem, Server
@@ -59,6 +61,18 @@ class SlashCommand:
 
 
 @dataclass(frozen=True)
+class FaceSettings:
+    """Members' faces (`discord.faces`, `cdn_base`, `face_cache`), as faces.py uses them."""
+
+    enabled: bool = True
+    cdn_base: str = "https://cdn.discordapp.com"
+    cache_dir: Path = Path("/var/cache/dbackd/faces")
+    cache_bytes: int = 64 * 1024 * 1024
+    ttl: float = 86400.0
+    fetches_per_second: float = 4.0
+
+
+@dataclass(frozen=True)
 class Discord:
     """The `discord` block: the bot that connects to the gateway, and every discord server's defaults."""
 
@@ -69,6 +83,18 @@ class Discord:
     defaults: DiscordOptions = DiscordOptions()
     public_url: Optional[str] = None  # where people open the page, without a trailing slash
     command: SlashCommand = SlashCommand()
+    faces: FaceSettings = FaceSettings()
+
+
+def _faces(block: Mapping[str, Any]) -> FaceSettings:
+    cache = block.get("face_cache") or {}
+    home = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return FaceSettings(enabled=block.get("faces", True) is True,
+                        cdn_base=str(block.get("cdn_base", FaceSettings.cdn_base)).rstrip("/"),
+                        cache_dir=Path(cache["dir"]) if cache.get("dir") else Path(home) / "dbackd" / "faces",
+                        cache_bytes=int(cache.get("max_mb", 64)) * 1024 * 1024,
+                        ttl=seconds(cache.get("ttl", "24h")),
+                        fetches_per_second=float(cache.get("fetches_per_second", 4)))
 
 
 def settings_of(config: Config) -> Optional[Discord]:
@@ -104,7 +130,8 @@ class _Section:
                        auto_servers=block["auto_servers"], timeout=seconds(block["timeout"]), defaults=_options(block),
                        public_url=block["public_url"].rstrip("/") if block.get("public_url") else None,
                        command=SlashCommand(**{k: words[k] for k in ("name", "description", "reply", "private")
-                                               if k in words}))
+                                               if k in words}),
+                       faces=_faces(block))
 
     def options(self, server: Mapping[str, Any], settings: Optional[Discord]) -> DiscordOptions:
         return _options(server, settings.defaults if settings else None)

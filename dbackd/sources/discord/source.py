@@ -19,7 +19,7 @@ import re
 import threading
 from collections import deque
 from datetime import datetime, timezone
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Union
 from urllib.parse import quote
 
 import structlog
@@ -34,6 +34,7 @@ from dbackd.core.tasks import TaskSet
 from dbackd.core.world import World, toward
 from dbackd.sources.discord import records as r
 from dbackd.sources.discord.gateway import Wants
+from dbackd.sources.discord.faces import Faces
 from dbackd.sources.discord.process import GatewayProcess
 from dbackd.sources.discord.mapping import channel_allowed, message_text
 from dbackd.sources.discord.settings import KEY, DiscordOptions, options_of, settings_of
@@ -149,6 +150,8 @@ class DiscordSource:
         self._bulk: Optional[asyncio.TimerHandle] = None
         self._session_ready = False  # the new session's READY came (its guilds may still be arriving)
         self._progress = asyncio.Condition()
+        settings = lambda: (s.faces if (s := settings_of(self.world.config)) is not None else None)  # noqa: E731
+        self.faces = Faces(settings, self._face_path)
 
     # -- lifecycle -----------------------------------------------------------------
     async def start(self) -> None:
@@ -165,6 +168,7 @@ class DiscordSource:
     async def stop(self) -> None:
         self.world.unsubscribe(self._on_event)
         await self._tasks.cancel()
+        await self.faces.close()
         await self._disconnect()
         self._end_bulk()
         if self._inbox is not None:
@@ -401,6 +405,25 @@ class DiscordSource:
         state = self.world.servers.get(record.guild)
         if text is not None and state is not None and record.author in state.users:
             self.world.apply(MessageSent(record.guild, record.author, text, record.channel))
+
+    async def face(self, snowflake: str, uid: str) -> Union[bytes, None, bool]:
+        """A shown member's avatar for the built-in page; None when there is none (yet); False when
+        the server has no faces at all (not a discord one, private, or faces off), so the page stops asking."""
+        settings = settings_of(self.world.config)
+        state = self.world.servers.get(snowflake)
+        if settings is None or not settings.faces.enabled or snowflake not in self.views or state is None \
+                or state.info.passworded:
+            return False
+        return await self.faces.face(snowflake, uid)
+
+    def _face_path(self, snowflake: str, uid: str) -> Optional[str]:
+        # Only members a public server shows: a face must not tell more than the page does.
+        state = self.world.servers.get(snowflake)
+        guild = self.guilds.get(snowflake)
+        if state is None or state.info.passworded or uid not in state.users or guild is None:
+            return None
+        member = guild.members.get(uid)
+        return member.avatar if member is not None and member.avatar else None
 
     def _reply(self, snowflake: str) -> str:
         """The slash command's answer in a guild: the server's page, who is shown and online, how to log in."""

@@ -12,6 +12,7 @@ from functools import lru_cache
 from typing import Any, Optional
 
 from dbackd.config import Config, load_embedded
+from dbackd.core import snapshots
 
 
 @lru_cache(maxsize=1)
@@ -31,8 +32,7 @@ class MockDataProvider:
         server = next((s for s in mock_world().servers if s.snowflake == str(discord_server_id)), None)
         if server is None:
             return {}
-        return {u.uid: {"uid": u.uid, "username": u.username, "status": u.status, "roleColor": u.role_color}
-                for u in server.users}
+        return {u.uid: dict(snapshots.entry(u)) for u in server.users}
 
     def get_mock_server_data(self) -> dict[str, dict[str, Any]]:
         """{snowflake: {id, name, default?, passworded}} of the four mock servers (no password)."""

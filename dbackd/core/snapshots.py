@@ -4,7 +4,7 @@ Reads the world and a count of the sockets joined to each server (given by the c
 """
 from __future__ import annotations
 
-from typing import Callable, TypedDict, Union
+from typing import Any, Callable, TypedDict, Union
 
 from dbackd.core.world import World
 
@@ -24,14 +24,24 @@ class ServerSnapshot(TypedDict):
     clients: int  # how many sockets are joined to it
 
 
-class UserSnapshot(TypedDict):
-    """A user as it is now. A copy: changing it changes nothing."""
+class UserEntry(TypedDict):
+    """A user as the frontend's users map, the APIs and d-back's callbacks show it."""
 
     uid: str
     username: str
     status: str
     roleColor: str
+
+
+class UserSnapshot(UserEntry):
+    """A user as it is now. A copy: changing it changes nothing."""
+
     declared: bool  # named by the config or a data provider (False: a runtime user)
+
+
+def entry(user: Any) -> UserEntry:
+    """A user (live, or declared by the config) as it is shown: the one place `role_color` is `roleColor`."""
+    return UserEntry(uid=user.uid, username=user.username, status=user.status, roleColor=user.role_color)
 
 
 def text(value: Ref) -> str:
@@ -49,6 +59,5 @@ def servers(world: World, counts: Counts) -> list[ServerSnapshot]:
 def users(world: World, server: Ref) -> list[UserSnapshot]:
     """Every user of a server as it is now. Raises UnknownServer."""
     state = world.get(text(server))
-    return [UserSnapshot(uid=u.uid, username=u.username, status=u.status, roleColor=u.role_color,
-                         declared=state.declared(u.uid))
+    return [UserSnapshot(**entry(u), declared=state.declared(u.uid))
             for u in state.users.values()]

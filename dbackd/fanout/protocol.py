@@ -11,7 +11,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
-from dbackd.core import jsontext
+from dbackd.core import jsontext, snapshots
 from dbackd.core.events import ClientIdChanged, MessageSent, PresenceChanged
 
 UNKNOWN_SERVER = "Sorry, couldn't connect to that Discord server."
@@ -108,13 +108,9 @@ def server_join(users: Sequence[bytes], request_server: str, server_name: str, c
     return Outgoing(memoryview(frame)[len(header):], frame, "server-join")  # type: ignore[arg-type]
 
 
-def user_entry(uid: str, username: str, status: str, role_color: str) -> dict:
-    return {"uid": uid, "username": username, "status": status, "roleColor": role_color}
-
-
 def entry(user: Any) -> dict:
     """A live user (core/world.py's UserState) as the frontend's users map holds it."""
-    return user_entry(user.uid, user.username, user.status, user.role_color)
+    return dict(snapshots.entry(user))
 
 
 def frames_for(event: Any, user: Optional[dict] = None) -> list[dict]:

@@ -227,8 +227,7 @@ class HttpApi:
         world.set_presence(state.snowflake, uid, status, body["username"], body.get("roleColor"))
         await world.committed()
         user = state.users[uid]
-        entry = {"uid": uid, "username": user.username, "status": user.status, "roleColor": user.role_color,
-                 "declared": state.declared(uid)}
+        entry = {**snapshots.entry(user), "declared": state.declared(uid)}
         log.info("api.user_put", server=state.info.id, uid=uid, created=live is None)
         return web.json_response(entry, status=200 if live else 201)
 

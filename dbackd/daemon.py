@@ -116,7 +116,7 @@ class Daemon:
             self.metrics.register(self.backplane)
         self.leadership = Leadership(list(self.sources), self.backplane)
         self.site = Site(self.world, self.hub, self.sockets, self.http_api, self.metrics, self.callbacks,
-                         self.health, face=self._face)
+                         self.health, face=self._face, activities=self._activities)
         self.app = self.site.app
         # Started in this order, stopped in reverse: the Python API last, so callbacks still
         # running are cancelled before the sockets close.
@@ -142,6 +142,16 @@ class Daemon:
                 if answer is not False:
                     return answer
         return answer
+
+    def _activities(self, server: str) -> Union[dict, bool]:
+        """What a server's members are doing, from the source that knows; False: none does."""
+        for source in self.sources:
+            doing = getattr(source, "activities", None)
+            if doing is not None:
+                answer = doing(server)
+                if answer is not False:
+                    return answer
+        return False
 
     # -- lifecycle -----------------------------------------------------------------
     def add_service(self, service: Service) -> None:

@@ -43,6 +43,9 @@ PAGE_FACE = re.compile(r"/faces/([0-9]{1,20})/([0-9]{1,20})\.png")
 FACE_MAX_AGE = 3600  # seconds a browser keeps a face
 
 FaceLookup = Callable[[str, str], Awaitable[Union[bytes, None, bool]]]  # False: this server has no faces
+# Under a built-in mount: what the members of a server are doing, by uid (`discord.activities`).
+PAGE_ACTIVITIES = re.compile(r"/activities/([0-9]{1,20})\.json")
+ActivityLookup = Callable[[str], Union[dict, bool]]  # False: this server shows no activities
 
 
 def builtin_headers(mount: Mount) -> dict[str, str]:
@@ -64,9 +67,11 @@ class Site:
     """The aiohttp application of one daemon, from the parts it serves."""
 
     def __init__(self, world: World, hub: Hub, sockets: SocketEndpoint, api: HttpApi, metrics: Metrics,
-                 callbacks: Callbacks, health: Callable[[], dict[str, Any]], face: Optional[FaceLookup] = None):
+                 callbacks: Callbacks, health: Callable[[], dict[str, Any]], face: Optional[FaceLookup] = None,
+                 activities: Optional[ActivityLookup] = None):
         self.world = world
         self.face = face
+        self.activities = activities
         self.hub = hub
         self.sockets = sockets
         self.metrics = metrics
@@ -130,6 +135,11 @@ class Site:
             return web.json_response({"sockets": list(mount.sockets)}, headers=builtin_headers(mount))
         if mount.dir is None and (wanted := PAGE_FACE.fullmatch(rest)) is not None:
             return await self._face(mount, wanted.group(1), wanted.group(2))
+        if mount.dir is None and (wanted := PAGE_ACTIVITIES.fullmatch(rest)) is not None:
+            doing = self.activities(wanted.group(1)) if self.activities is not None else False
+            # {"off": true}: the page asks no more for this server
+            return web.json_response({"off": True} if doing is False else {"activities": doing},
+                                     headers={**builtin_headers(mount), "Cache-Control": "no-store"})
         if rest == "" and mount.path != "/":
             raise web.HTTPMovedPermanently(mount.path + "/")  # so relative links resolve inside the mount
         try:

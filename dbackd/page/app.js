@@ -8,6 +8,7 @@ import { Chat } from "./chat.js";
 import { Renderer } from "./renderer.js";
 import { People, MessageLog } from "./people.js";
 import { Faces } from "./faces.js";
+import { Activities } from "./activities.js";
 
 // The daemon's wording for "you were removed from the server you were watching" (a reload).
 const SERVER_GONE = "This server is no longer available.";
@@ -60,10 +61,15 @@ const faces = new Faces((uid, face, faceURL) => {
   renderer.faceReady(uid, face);
   people.face(uid, faceURL);
 });
+const activities = new Activities((uid, text) => {
+  renderer.activity(uid, text);
+  people.activity(uid, text);
+});
 const renderer = new Renderer($("terrarium"), chat, {
   onHover: (uid) => hoverRow(uid),
   onPick: (uid) => people.reveal(uid),
   faces,
+  activityOf: (uid) => activities.of(uid),
 });
 const world = new World({
   reset(users, same) {
@@ -73,6 +79,7 @@ const world = new World({
     }
     // A private server's faces stay with it: the daemon gives faces of public servers only.
     faces.reset(world.server.passworded ? null : (world.server.snowflake || null));
+    activities.reset(world.server.passworded ? null : (world.server.snowflake || null));
     renderer.reset(users, same, world.server.snowflake || world.server.id);
     people.reset();
   },
@@ -101,6 +108,7 @@ const people = new People(
     hover: (uid) => renderer.highlight(uid),
     changedCounts: describeWorld,
     faceURL: (uid) => faces.url(uid),
+    activityOf: (uid) => activities.of(uid),
   },
 );
 let hoveredRow = null;

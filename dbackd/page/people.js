@@ -97,6 +97,14 @@ export class People {
     this._writeCounts();
   }
 
+  /** What a member is doing changed ("" for nothing). */
+  activity(uid, text) {
+    const row = this.rows.get(uid);
+    if (row === undefined) return;
+    row.activityEl.textContent = text;
+    row.activityEl.title = text;
+  }
+
   /** A member's face loaded (the image is in the browser's cache by now): their row shows it. */
   face(uid, url) {
     const row = this.rows.get(uid);
@@ -123,10 +131,15 @@ export class People {
     nameEl.className = "name";
     const statusEl = document.createElement("span");
     statusEl.className = "status";
-    li.append(swatch, nameEl, statusEl);
+    const activityEl = document.createElement("span");
+    activityEl.className = "activity";
+    li.append(swatch, nameEl, activityEl, statusEl);
+    const doing = this.hooks.activityOf ? this.hooks.activityOf(user.uid) : "";
+    activityEl.textContent = doing;
+    activityEl.title = doing;
     const face = this.hooks.faceURL ? this.hooks.faceURL(user.uid) : null;
     if (face !== null) addFace(swatch, face);
-    const row = { li, swatch, nameEl, statusEl, name: "", status: "", color: "" };
+    const row = { li, swatch, nameEl, statusEl, activityEl, name: "", status: "", color: "" };
     this._update(row, user);
     return row;
   }

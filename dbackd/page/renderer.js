@@ -187,13 +187,14 @@ function makeShadow(s) {
   return freeze(c);
 }
 
-function makeLabel(name, status, withStatus, dpr) {
+function makeLabel(name, status, withStatus, dpr, activity = "") {
   const font = `600 ${12 * dpr}px system-ui, "Segoe UI", Roboto, "DejaVu Sans", sans-serif`;
   const small = `500 ${11 * dpr}px system-ui, "Segoe UI", Roboto, "DejaVu Sans", sans-serif`;
   const text = name.length > 32 ? name.slice(0, 31) + "…" : name;
   const nameW = probe(font).measureText(text).width;
   let statusW = 0;
-  const statusText = withStatus ? (status === "dnd" ? "do not disturb" : status) : "";
+  const statusWord = status === "dnd" ? "do not disturb" : status;
+  const statusText = withStatus ? (activity ? `${statusWord} · ${activity}` : statusWord) : "";
   if (withStatus) statusW = probe(small).measureText(statusText).width + 16 * dpr;
   const padX = 7 * dpr, h = 20 * dpr;
   const c = surface(nameW + statusW + padX * 2, h + 2 * dpr);
@@ -451,6 +452,7 @@ class Actor {
     this.pulse = 0;
     this.depth = this.x + this.y;
     this.face = undefined; // its face once loaded; null while it loads, or with none
+    this.activity = ""; // what they are doing, on the hovered label
     this.sprite = null; // facing right, while hopping (its shadow is drawn apart, on the ground)
     this.spriteFlip = null; // facing left
     this.still = null; // facing right, standing, shadow included
@@ -465,9 +467,10 @@ class Actor {
 }
 
 export class Renderer {
-  constructor(canvasEl, chat, { onHover, onPick, faces } = {}) {
+  constructor(canvasEl, chat, { onHover, onPick, faces, activityOf } = {}) {
     this.canvas = canvasEl;
     this.faces = faces || null; // members' faces, drawn over their figures once loaded
+    this.activityOf = activityOf || (() => "");
     this.withFaces = 0; // figures drawn with a face in the last frame
     this.ctx = canvasEl.getContext("2d", { alpha: false });
     this.chat = chat;
@@ -589,6 +592,15 @@ export class Renderer {
     this._restyle(actor, change.status, performance.now());
   }
 
+  /** What a member is doing changed: their hovered label says it. */
+  activity(uid, text) {
+    const actor = this.actors.get(uid);
+    if (actor === undefined || actor.activity === text) return;
+    actor.activity = text;
+    release(actor.label);
+    actor.label = null;
+  }
+
   /** A member's face arrived: their figure wears it from the next frame. */
   faceReady(uid, face) {
     const actor = this.actors.get(uid);
@@ -635,6 +647,7 @@ export class Renderer {
   // -- actors -----------------------------------------------------------------------------
   _spawn(user, at) {
     const actor = new Actor(user, this.size, at, this.rand);
+    actor.activity = this.activityOf(user.uid);
     this.actors.set(user.uid, actor);
     this.order.push(actor);
     this.present++;
@@ -1032,7 +1045,7 @@ export class Renderer {
     if (a.sx < -1e8 || a.leaving || now < a.born + SPAWN_MS * 0.6) return false;
     if (a.label === null || a.labelRich !== rich) {
       release(a.label);
-      a.label = makeLabel(a.user.name, a.user.status, rich, this.dpr);
+      a.label = makeLabel(a.user.name, a.user.status, rich, this.dpr, a.activity);
       a.labelRich = rich;
     }
     return true;

@@ -23,7 +23,8 @@ KEY = "discord"  # the top-level key, the `source:` of its servers, the source's
 
 # The per-server keys of a `source: discord` server (a server's own replace the `discord` block's).
 DISCORD_OPTIONS = ("messages", "message_max_length", "listen_channels", "ignore_channels", "ignore_users",
-                   "include_roles", "exclude_roles", "include_bots", "hide_offline", "max_actors", "slash_command")
+                   "include_roles", "exclude_roles", "include_bots", "hide_offline", "max_actors", "slash_command",
+                   "activities")
 
 # Privileged intents, as the Developer Portal names them (Bot → Privileged Gateway Intents).
 MEMBERS_INTENT, PRESENCE_INTENT, CONTENT_INTENT = "Server Members Intent", "Presence Intent", "Message Content Intent"
@@ -44,6 +45,7 @@ class DiscordOptions:
     hide_offline: bool = False
     max_actors: Optional[int] = 2000  # what a browser can draw (the schema's description says why)
     slash_command: bool = False  # the bot answers `command` in this guild
+    activities: bool = False  # what members are doing, on the built-in page
 
 
 @dataclass(frozen=True)

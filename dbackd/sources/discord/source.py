@@ -416,6 +416,18 @@ class DiscordSource:
             return False
         return await self.faces.face(snowflake, uid)
 
+    def activities(self, snowflake: str) -> Union[dict[str, str], bool]:
+        """What the members a public server shows are doing, by uid (those doing something); False
+        when the server shows no activities (not a discord one, private, or `activities` off)."""
+        state = self.world.servers.get(snowflake)
+        options = options_of(state.info) if state is not None else None
+        guild = self.guilds.get(snowflake)
+        if options is None or not options.activities or state is None or state.info.passworded:
+            return False
+        if guild is None:
+            return {}
+        return {uid: m.activity for uid in state.users if (m := guild.members.get(uid)) is not None and m.activity}
+
     def _face_path(self, snowflake: str, uid: str) -> Optional[str]:
         # Only members a public server shows: a face must not tell more than the page does.
         state = self.world.servers.get(snowflake)

@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dbackd.ops import logs  # noqa: E402
-from dbackd.config import Limits, load_data  # noqa: E402
+from dbackd.config import load_data  # noqa: E402
 from dbackd.fanout.hub import Hub  # noqa: E402
 from dbackd.sources.simulation import Engine  # noqa: E402
 from dbackd.core.world import World  # noqa: E402
@@ -52,7 +52,7 @@ def main() -> int:
     cfg = config(args.servers, args.users)
     world = World(cfg)
     if args.hub:
-        Hub(world, Limits())
+        Hub(world)
     built = time.process_time() - t0
 
     events = 0

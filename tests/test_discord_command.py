@@ -87,3 +87,34 @@ def test_the_command_needs_the_page_address_and_a_reply_that_fills_in(fake):
     with pytest.raises(ConfigError) as info:
         config(fake, server="    slash_command: true", top=TOP.replace("command: {", "command: {reply: '{who}', "))
     assert "only {name}, {url}" in str(info.value)
+
+
+async def test_the_fake_keeps_discords_rules_for_commands_and_interaction_responses(fake, http):
+    commands = f"{fake.api_base}/applications/{fake.application_id}/guilds/{HOME}/commands"
+    bot = {"Authorization": f"Bot {TOKEN}"}
+    async with http.put(commands, json=[{"name": "Dzone", "description": "x"}], headers=bot) as r:
+        assert r.status == 400 and (await r.json())["code"] == 50035  # names are lowercase
+    async with http.put(commands, json=[{"name": "dzone", "description": ""}], headers=bot) as r:
+        assert r.status == 400  # a chat command's description is 1-100 characters
+    async with http.put(commands.replace(fake.application_id, "1"), json=[], headers=bot) as r:
+        assert r.status == 403 and (await r.json())["code"] == 50001
+    async with http.put(commands, json=[{"name": "dzone", "description": "Find it"}]) as r:
+        assert r.status == 401  # registration takes the bot token
+    async with http.put(commands, json=[{"name": "dzone", "description": "Find it"}], headers=bot) as r:
+        assert r.status == 200 and [c["name"] for c in await r.json()] == ["dzone"]
+    async with http.post(commands, json={"name": "dzone", "description": "Find it again"}, headers=bot) as r:
+        assert r.status == 200  # the same name overwrites (201 only for a new one)
+    interaction = fake.interaction_create(HOME, ALICE, "dzone")
+    callback = f"{fake.api_base}/interactions/{interaction['id']}/{{}}/callback"
+    reply = {"type": 4, "data": {"content": "hi", "flags": 64}}
+    async with http.post(callback.format("not-the-token"), json=reply) as r:
+        assert r.status == 404 and (await r.json())["code"] == 10062
+    async with http.post(callback.format(interaction["token"]), json=reply) as r:
+        assert r.status == 204  # no bot token: the interaction's token is the credential
+    async with http.post(callback.format(interaction["token"]), json=reply) as r:
+        assert r.status == 400 and (await r.json())["code"] == 40060  # answered once only
+    fake.interaction_deadline = 0.0  # past Discord's 3 s, the first response is refused
+    late = fake.interaction_create(HOME, ALICE, "dzone")
+    async with http.post(f"{fake.api_base}/interactions/{late['id']}/{late['token']}/callback", json=reply) as r:
+        assert r.status == 404 and (await r.json())["code"] == 10062
+    assert [r["data"]["content"] for r in fake.interaction_replies] == ["hi"]

@@ -44,6 +44,22 @@ async def test_a_face_is_fetched_once_from_the_cdn_kept_and_served(start_daemon,
         assert r.status == 204 and r.headers["X-Faces"] == "off"
 
 
+async def test_faces_are_fetched_no_faster_than_the_config_says(start_daemon, fake, http, tmp_path):
+    fake.guild(HOME).members[ALICE].user.avatar = AVATAR
+    d = await start_daemon(config(fake, top=f"""  cdn_base: {fake.cdn_base}
+  face_cache: {{dir: "{tmp_path / 'faces'}", fetches_per_second: 0.01}}"""))
+    await ready(d)
+    async with http.get(f"http://127.0.0.1:{d.port}/faces/{HOME}/{ALICE}.png") as r:
+        assert r.status == 200
+    # the next fetch would be 100 s away: no face for now (the page asks again later), and no wait
+    async with http.get(f"http://127.0.0.1:{d.port}/faces/{HOME}/{BOB}.png") as r:
+        assert r.status == 204 and "X-Faces" not in r.headers
+    assert fake.counts["cdn_requests"] == 1
+    async with http.get(f"http://127.0.0.1:{d.port}/faces/{HOME}/{ALICE}.png") as r:  # kept: no fetch needed
+        assert r.status == 200
+    assert fake.counts["cdn_requests"] == 1
+
+
 async def test_faces_off_and_private_servers_serve_none(start_daemon, fake, http, tmp_path):
     d = await start_daemon(with_faces(fake, tmp_path, top="  faces: false"))
     await ready(d)

@@ -465,6 +465,9 @@ async def test_the_compact_page_in_a_frame_of_an_allowed_site_shows_the_world_an
         await expect(full).to_have_attribute("href", f"{base(d)}?s=open")
         frame = next(f for f in page.frames if f.url.startswith(base(d)))
         await frame.wait_for_function("() => dbackdPage.stats().figures === 2", timeout=WAIT)
+        await frame.wait_for_function("() => dbackdPage.stats().arriving === 0", timeout=WAIT)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(ARTIFACTS / "embed.png"), clip={"x": 0, "y": 0, "width": 820, "height": 600})
         response = await page.request.get(site.src)
         assert response.headers["content-security-policy"] == CSP.format("", site.origin)
 

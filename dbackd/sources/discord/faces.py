@@ -4,7 +4,8 @@ The page asks the daemon (never Discord: its policy stays `img-src 'self'`, and 
 addresses never reach Discord) for `<mount>/faces/<guild>/<uid>.png`; this finds the
 member's avatar path in the Discord source's mirror, answers from the disk cache while an
 entry is younger than its TTL, and otherwise fetches it, at most `fetches_per_second` (a
-request past that, or one that fails, gets no face: the page draws a plain figure). One
+request that would wait more than SLOT_WAIT_MAX for its turn, or whose fetch fails, gets no
+face: the page draws a plain figure and asks again later). One
 fetch per avatar at a time; the cache is trimmed, oldest first, to its size cap after each
 write. Disk reads and writes run in a thread, off the loop. It decides nothing about who
 may be seen: the caller asks only for members shown on a public server.
@@ -28,6 +29,7 @@ log = structlog.get_logger("dbackd.discord")
 MAX_FACE_BYTES = 512 * 1024  # a 64 px avatar is a few KiB; anything far larger is not one
 FETCH_TIMEOUT = 5.0
 WAITING_MAX = 64  # requests waiting for a slot; past it a face is simply not drawn yet
+SLOT_WAIT_MAX = 2.0  # seconds a request may wait for its turn; longer, and the page asks again later
 
 
 class Faces:
@@ -110,6 +112,8 @@ class Faces:
                 wait = self._bucket.take(self._clock(), rate, burst)
                 if wait == 0.0:
                     return True
+                if wait > SLOT_WAIT_MAX:
+                    return False
                 await asyncio.sleep(wait)
         finally:
             self._waiting -= 1

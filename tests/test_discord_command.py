@@ -118,3 +118,12 @@ async def test_the_fake_keeps_discords_rules_for_commands_and_interaction_respon
     async with http.post(f"{fake.api_base}/interactions/{late['id']}/{late['token']}/callback", json=reply) as r:
         assert r.status == 404 and (await r.json())["code"] == 10062
     assert [r["data"]["content"] for r in fake.interaction_replies] == ["hi"]
+
+
+def test_dbackd_check_says_which_servers_answer_the_command_and_show_activities(fake):
+    from dbackd.config.summary import summary
+
+    text = summary(config(fake, server="    slash_command: true\n    activities: true", top=TOP))
+    line = next(line for line in text.splitlines() if "home" in line)
+    assert "answers the slash command" in line and "activities shown" in line, text
+    assert "answers the slash command" not in summary(config(fake, top=TOP))

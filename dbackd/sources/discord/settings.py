@@ -205,6 +205,10 @@ class _Section:
             parts.append(f"at most {o.max_actors} shown")
         if o.hide_offline:
             parts.append("offline hidden")
+        if o.slash_command:
+            parts.append("answers the slash command")
+        if o.activities:
+            parts.append("activities shown")
         if not server.named:
             parts.append("named by the guild")
         if server.default:

@@ -251,6 +251,7 @@ class Load:
                         writer.write(mask(frame))
                     self.abuse["frames"] += len(junk)
                     await writer.drain()
+                    await asyncio.sleep(0)  # drain() does not yield while the socket takes it all: let the probes run
                 drain.cancel()
                 writer.close()
             except (OSError, asyncio.IncompleteReadError):

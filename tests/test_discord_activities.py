@@ -2,6 +2,8 @@
 label) says "Playing …" from the presence's activities, for public servers only."""
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from .test_discord import ALICE, BOB, HOME, config, fake, quick_gateway, ready, until  # noqa: F401
@@ -61,3 +63,20 @@ async def test_the_page_lists_what_members_are_doing(start_daemon, fake, tab):
     row = page.locator(f'#people li[data-uid="{ALICE}"] .activity')
     await expect(row).to_have_text("Playing Chess", timeout=WAIT)
     await expect(page.locator(f'#people li[data-uid="{BOB}"] .activity')).to_have_text("")
+
+
+@pytest.mark.parametrize("mode, alice, bob", [
+    ("content", "Playing Chess · “my phone number is …”", "“my phone number is …”"),
+    ("redact", "Playing Chess · …", "…"),
+    ("off", "Playing Chess", None),
+])
+async def test_custom_statuses_are_filtered_as_messages_are(start_daemon, fake, http, mode, alice, bob):
+    d = await start_daemon(config(fake, server=f"    activities: true\n    custom_statuses: {mode}"))
+    await ready(d)
+    fake.presence_update(HOME, ALICE, "online", activities=[CUSTOM, CHESS])
+    fake.presence_update(HOME, BOB, "idle", activities=[CUSTOM])
+    wanted = {ALICE: alice, **({BOB: bob} if bob else {})}
+    await asyncio.wait_for(d.discord.wait_until(lambda: d.discord.activities(HOME) == wanted), 10)
+    assert await doing(http, d) == {"activities": wanted}
+    fake.presence_update(HOME, BOB, "idle", activities=[])  # the status cleared: nothing left to show
+    await asyncio.wait_for(d.discord.wait_until(lambda: BOB not in d.discord.activities(HOME)), 10)

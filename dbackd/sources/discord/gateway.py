@@ -63,7 +63,7 @@ FACE_SIZE = 64  # px of the avatars the page is given (its figures draw them at 
 ACTIVITY_MAX = 80  # characters of an activity line
 
 # How Discord's clients word an activity, by its type (0 playing ... 5 competing; 4, a custom
-# status, is never shown: it is free text the member wrote, not what they do).
+# status, is free text the member wrote, not what they do: it travels apart, as `custom_of`).
 ACTIVITY_WORDS = {0: "Playing", 1: "Streaming", 2: "Listening to", 3: "Watching", 5: "Competing in"}
 
 
@@ -73,6 +73,15 @@ def activity_of(member: Any) -> str:
         name = getattr(activity, "name", None)
         if kind in ACTIVITY_WORDS and name:
             text = f"{ACTIVITY_WORDS[kind]} {name}"
+            return text if len(text) <= ACTIVITY_MAX else text[:ACTIVITY_MAX - 1] + "…"
+    return ""
+
+
+def custom_of(member: Any) -> str:
+    """A member's custom status, their own words (type 4's `state`), cut like an activity line."""
+    for activity in getattr(member, "activities", ()) or ():
+        if getattr(getattr(activity, "type", None), "value", None) == 4:
+            text = (getattr(activity, "state", None) or "").strip()
             return text if len(text) <= ACTIVITY_MAX else text[:ACTIVITY_MAX - 1] + "…"
     return ""
 
@@ -87,7 +96,7 @@ def member_rec(member: Any) -> r.MemberRec:
     face = face[len(discord.Asset.BASE):] if face.startswith(discord.Asset.BASE) else ""
     return r.MemberRec(str(member.id), member.display_name, color_of(member.colour.value), status_of(member.status),
                        tuple(str(role.id) for role in roles), tuple(role.name for role in roles), member.bot, face,
-                       activity_of(member))
+                       activity_of(member), custom_of(member))
 
 
 def _client_class(identify_delay: float, chunk_interval: float, chunk_stall: float) -> type:
@@ -276,7 +285,7 @@ def _client_class(identify_delay: float, chunk_interval: float, chunk_stall: flo
             self.post(r.MemberLeft(str(payload.guild_id), str(payload.user.id)))
 
         async def on_presence_update(self, before: Any, after: Any) -> None:
-            if activity_of(before) != activity_of(after):
+            if activity_of(before) != activity_of(after) or custom_of(before) != custom_of(after):
                 self.post(r.MembersChanged(str(after.guild.id), (member_rec(after),)))  # the status with it
             elif before.status != after.status:
                 self.post(r.PresenceChanged(str(after.guild.id), str(after.id), status_of(after.status)))

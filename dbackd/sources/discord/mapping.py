@@ -50,6 +50,16 @@ def channel_allowed(message: MessageRec, options: DiscordOptions) -> bool:
     return not options.listen_channels or any(c in here for c in options.listen_channels)
 
 
+def doing(member: MemberRec, options: DiscordOptions) -> str:
+    """A member's activity line: what they do, then their custom status filtered as messages are."""
+    custom = ""
+    if member.custom and options.custom_statuses == "content":
+        custom = f"“{member.custom}”"
+    elif member.custom and options.custom_statuses == "redact":
+        custom = REDACTED
+    return " · ".join(part for part in (member.activity, custom) if part)
+
+
 def message_text(message: MessageRec, options: DiscordOptions) -> Optional[str]:
     """What the bubble says, or None for no bubble. Redact never carries the words."""
     if options.messages == "off":

@@ -21,7 +21,8 @@ class MemberRec(NamedTuple):
     role_names: tuple[str, ...]
     bot: bool
     avatar: str = ""  # the avatar's path on Discord's CDN (/avatars/<uid>/<hash>.png?size=64)
-    activity: str = ""  # what they are doing, worded: "Playing Chess" ("" for nothing, or a custom status)
+    activity: str = ""  # what they are doing, worded: "Playing Chess" ("" for nothing)
+    custom: str = ""  # their custom status, their own words ("" for none)
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,7 @@ def decode(line: bytes) -> Record:
     given: dict[str, Any] = dict(zip(names, values))
     if kind in _MEMBERS:
         given["members"] = tuple(MemberRec(m[0], m[1], m[2], m[3], tuple(m[4]), tuple(m[5]), bool(m[6]),
-                                           str(m[7]) if len(m) > 7 else "", str(m[8]) if len(m) > 8 else "")
+                                           *(str(v) for v in m[7:10]))
                                  for m in given["members"])
     elif kind == "Connected":
         given["guilds"] = tuple(given["guilds"])

@@ -24,7 +24,7 @@ KEY = "discord"  # the top-level key, the `source:` of its servers, the source's
 # The per-server keys of a `source: discord` server (a server's own replace the `discord` block's).
 DISCORD_OPTIONS = ("messages", "message_max_length", "listen_channels", "ignore_channels", "ignore_users",
                    "include_roles", "exclude_roles", "include_bots", "hide_offline", "max_actors", "slash_command",
-                   "activities")
+                   "activities", "custom_statuses")
 
 # Privileged intents, as the Developer Portal names them (Bot → Privileged Gateway Intents).
 MEMBERS_INTENT, PRESENCE_INTENT, CONTENT_INTENT = "Server Members Intent", "Presence Intent", "Message Content Intent"
@@ -46,6 +46,7 @@ class DiscordOptions:
     max_actors: Optional[int] = 2000  # what a browser can draw (the schema's description says why)
     slash_command: bool = False  # the bot answers `command` in this guild
     activities: bool = False  # what members are doing, on the built-in page
+    custom_statuses: str = "off"  # content | redact | off: members' own words beside their activity
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,7 @@ def _options(block: Mapping[str, Any], over: Optional[DiscordOptions] = None) ->
     for key in DISCORD_OPTIONS:
         if key in block:
             value = block[key]
-            if key == "messages" and value is False:
+            if key in ("messages", "custom_statuses") and value is False:
                 value = "off"  # YAML's reading of a bare `off`
             given[key] = tuple(value) if isinstance(value, list) else value
     return dataclasses.replace(base, **given)
@@ -208,7 +209,7 @@ class _Section:
         if o.slash_command:
             parts.append("answers the slash command")
         if o.activities:
-            parts.append("activities shown")
+            parts.append("activities shown" + ("" if o.custom_statuses == "off" else f", custom statuses: {o.custom_statuses}"))
         if not server.named:
             parts.append("named by the guild")
         if server.default:

@@ -36,7 +36,7 @@ from dbackd.sources.discord import records as r
 from dbackd.sources.discord.gateway import Wants
 from dbackd.sources.discord.faces import Faces
 from dbackd.sources.discord.process import GatewayProcess
-from dbackd.sources.discord.mapping import channel_allowed, message_text
+from dbackd.sources.discord.mapping import channel_allowed, doing, message_text
 from dbackd.sources.discord.settings import KEY, DiscordOptions, options_of, settings_of
 from dbackd.sources.discord.view import Change, View
 
@@ -417,7 +417,8 @@ class DiscordSource:
         return await self.faces.face(snowflake, uid)
 
     def activities(self, snowflake: str) -> Union[dict[str, str], bool]:
-        """What the members a public server shows are doing, by uid (those doing something); False
+        """What the members a public server shows are doing (and, as `custom_statuses` says, their
+        custom status), by uid (those with something to show); False
         when the server shows no activities (not a discord one, private, or `activities` off)."""
         state = self.world.servers.get(snowflake)
         options = options_of(state.info) if state is not None else None
@@ -426,7 +427,12 @@ class DiscordSource:
             return False
         if guild is None:
             return {}
-        return {uid: m.activity for uid in state.users if (m := guild.members.get(uid)) is not None and m.activity}
+        shown = {}
+        for uid in state.users:
+            member = guild.members.get(uid)
+            if member is not None and (line := doing(member, options)):
+                shown[uid] = line
+        return shown
 
     def _face_path(self, snowflake: str, uid: str) -> Optional[str]:
         # Only members a public server shows: a face must not tell more than the page does.

@@ -68,7 +68,7 @@ class Chunker:
         self._interval = interval
         self._stall = stall
         self._pacers: dict[int, Pacer] = {}
-        self._requests: dict[int, Request] = {}  # by guild id: the request in flight
+        self._in_flight: dict[int, Request] = {}  # by guild id: the request in flight
 
     async def chunk(self, guild_id: int, shard_id: int, on_request: Callable[[str], None]) -> None:
         """Ask until one answer is complete. `on_request(nonce)` runs before each request is sent."""
@@ -77,7 +77,7 @@ class Chunker:
         try:
             while True:
                 await pacer.turn()
-                request = self._requests[guild_id] = Request(os.urandom(16).hex())
+                request = self._in_flight[guild_id] = Request(os.urandom(16).hex())
                 on_request(request.nonce)
                 sent = await self._send(guild_id, shard_id, request.nonce)
                 outcome = await self._answer(request) if sent else "unsent"
@@ -93,7 +93,7 @@ class Chunker:
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, RETRY_MAX)
         finally:
-            self._requests.pop(guild_id, None)
+            self._in_flight.pop(guild_id, None)
 
     async def _answer(self, request: Request) -> str:
         while True:
@@ -108,14 +108,14 @@ class Chunker:
                 return "stalled"
 
     def on_chunk(self, guild_id: int, nonce: Optional[str], index: int, count: int) -> None:
-        request = self._requests.get(guild_id)
+        request = self._in_flight.get(guild_id)
         if request is not None and request.nonce == nonce:
             request.indexes.add(index)
             request.count = count
             request.changed.set()
 
     def on_rate_limited(self, guild_id: int, nonce: Optional[str], retry_after: float) -> None:
-        request = self._requests.get(guild_id)
+        request = self._in_flight.get(guild_id)
         if request is not None and request.nonce == nonce:
             request.retry_after = max(0.0, retry_after)
             request.changed.set()

@@ -177,15 +177,17 @@ def _client_class(identify_delay: float, chunk_interval: float, chunk_stall: flo
                 return
             await self.snapshot(guild, complete=False)  # who is online now; the rest follow
             state = self._connection
+            # discord.py's own table of chunk requests by nonce: a request entered there gets its chunks.
+            pending = state._chunk_requests
             asked: dict[str, Any] = {}
 
             def on_request(nonce: str) -> None:
                 old = asked.pop("request", None)
                 if old is not None:
-                    state._chunk_requests.pop(old.nonce, None)
+                    pending.pop(old.nonce, None)
                 request = ChunkRequest(guild_id, shard_id, asyncio.get_running_loop(), state._get_guild, cache=True)
                 request.nonce = nonce
-                state._chunk_requests[nonce] = request
+                pending[nonce] = request
                 now = self.get_guild(guild_id)
                 asked.update(request=request, before=set(now._members) if now is not None else set())
 
@@ -194,7 +196,7 @@ def _client_class(identify_delay: float, chunk_interval: float, chunk_stall: flo
             finally:
                 request = asked.get("request")
                 if request is not None:
-                    state._chunk_requests.pop(request.nonce, None)
+                    pending.pop(request.nonce, None)
             guild = self.get_guild(guild_id)
             if guild is None:
                 return

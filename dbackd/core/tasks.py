@@ -1,13 +1,14 @@
 """Owned asyncio tasks: started by a part, cancelled and awaited by the same part when it stops.
 
-The one place for "cancel these tasks and wait a bounded time for them". A task that
+The one place for "cancel these tasks and wait a bounded time for them", and for work
+shared by callers who ask for the same thing at once (`Flights`). A task that
 ignores cancellation is left behind after the timeout (and reported), never waited
 for forever. Nothing here knows what the tasks do.
 """
 from __future__ import annotations
 
 import asyncio
-from typing import Coroutine, Iterable, Optional
+from typing import Any, Awaitable, Coroutine, Hashable, Iterable, Optional
 
 import structlog
 
@@ -47,3 +48,30 @@ class TaskSet:
         stuck = await cancel_and_wait(list(self._tasks), timeout)
         if stuck:
             log.warning("tasks.still_running", owner=self.owner, count=stuck)
+
+
+class Flights:
+    """Single-flight work by key: a caller asking for a key whose work is running shares that task.
+
+    Callers await the task through `asyncio.shield`, so one that gives up (its socket closed,
+    its own deadline) leaves the work to the others. It holds only what is running: caching an
+    answer is the caller's business, and a task started here must not raise (nobody may await it).
+    """
+
+    def __init__(self) -> None:
+        self._running: dict[Hashable, asyncio.Task] = {}
+
+    def __len__(self) -> int:
+        return len(self._running)
+
+    def get(self, key: Hashable) -> Optional[asyncio.Task]:
+        return self._running.get(key)
+
+    def start(self, key: Hashable, work: Awaitable[Any]) -> asyncio.Task:
+        task = asyncio.ensure_future(work)
+        self._running[key] = task
+        task.add_done_callback(lambda t: self._running.pop(key, None) if self._running.get(key) is t else None)
+        return task
+
+    async def cancel(self) -> None:
+        await cancel_and_wait(list(self._running.values()), None)

@@ -42,7 +42,7 @@ from dbackd.edge.bodies import read_limited
 from dbackd.config import Config, OAuth, Server
 from dbackd.config.values import is_snowflake
 from dbackd.core.events import ConfigReplaced, Event
-from dbackd.core.tasks import cancel_and_wait
+from dbackd.core.tasks import Flights
 from dbackd.core.world import World
 
 log = structlog.get_logger("dbackd.oauth")
@@ -195,7 +195,7 @@ class OAuthService:
         self._settings = self._oauth_settings(world.config)
         self._cache: TLRUCache = TLRUCache(MAX_ENTRIES, ttu=lambda _k, v, now: now + v[1], timer=lambda: self.clock())
         self._blocked: TLRUCache = TLRUCache(MAX_ENTRIES, ttu=lambda _k, until, _now: until, timer=time.monotonic)
-        self._inflight: dict[Hashable, asyncio.Task] = {}
+        self._inflight = Flights()
         self._http: Optional[aiohttp.ClientSession] = None
         self._stopped = False
         world.subscribe(self._on_event)
@@ -207,7 +207,7 @@ class OAuthService:
 
     async def stop(self) -> None:
         self._stopped = True
-        await cancel_and_wait(list(self._inflight.values()), None)
+        await self._inflight.cancel()
         if self._http is not None:
             await self._http.close()
             self._http = None
@@ -374,9 +374,7 @@ class OAuthService:
             if len(self._inflight) >= MAX_IN_FLIGHT:
                 return Failure(Outcome.RATE_LIMITED, error="too many checks at once")
             check.requested = True
-            task = asyncio.ensure_future(self._fetch_and_keep(key, ttl, deadline, fetch))
-            self._inflight[key] = task
-            task.add_done_callback(lambda t: self._inflight.pop(key, None) if self._inflight.get(key) is t else None)
+            task = self._inflight.start(key, self._fetch_and_keep(key, ttl, deadline, fetch))
         try:
             # shield: one check giving up (its socket closed, its own deadline) leaves the others theirs.
             return await asyncio.wait_for(asyncio.shield(task), max(deadline - time.monotonic(), 0))

@@ -16,12 +16,14 @@ import asyncio
 import hashlib
 import os
 import time
+from pathlib import Path
 from typing import Callable, Optional
 
 import aiohttp
 import structlog
 
 from dbackd.core.rates import Bucket
+from dbackd.core.tasks import Flights
 from dbackd.sources.discord.settings import FaceSettings
 
 log = structlog.get_logger("dbackd.discord")
@@ -41,13 +43,14 @@ class Faces:
         self._lookup = lookup
         self._clock = clock
         self._bucket: Optional[Bucket] = None
-        self._inflight: dict[str, asyncio.Future] = {}
+        self._inflight = Flights()  # by CDN path: one fetch however many pages ask meanwhile
         self._waiting = 0
         self._session: Optional[aiohttp.ClientSession] = None
         self.fetched = 0
         self.failed = 0
 
     async def close(self) -> None:
+        await self._inflight.cancel()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -62,21 +65,14 @@ class Faces:
         cached = await asyncio.to_thread(_read_fresh, file, settings.ttl)
         if cached is not None:
             return cached
-        running = self._inflight.get(path)
-        if running is not None:
-            return await asyncio.shield(running)
-        future = self._inflight[path] = asyncio.get_running_loop().create_future()
-        try:
-            body = await self._fetch(settings, path)
-            if body is not None:
-                await asyncio.to_thread(_store, file, body, settings.cache_bytes)
-            future.set_result(body)
-            return body
-        except BaseException:
-            future.set_result(None)
-            raise
-        finally:
-            del self._inflight[path]
+        running = self._inflight.get(path) or self._inflight.start(path, self._fetch_and_store(settings, path, file))
+        return await asyncio.shield(running)
+
+    async def _fetch_and_store(self, settings: FaceSettings, path: str, file: Path) -> Optional[bytes]:
+        body = await self._fetch(settings, path)
+        if body is not None:
+            await asyncio.to_thread(_store, file, body, settings.cache_bytes)  # logs, never raises, what fails
+        return body
 
     async def _fetch(self, settings: FaceSettings, path: str) -> Optional[bytes]:
         if not await self._slot(settings):
